@@ -1,0 +1,3 @@
+"""Perun: an LLM trading terminal."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,417 @@
+"""Settings: ``perun.toml`` + ``.env`` + environment, validated by pydantic.
+
+Load order (later wins): the config file (``--config``, else ``./perun.toml``, else the
+user config dir), then ``.env`` in the working directory, then the process environment.
+Environment keys are ``PERUN_<SECTION>__<KEY>``, plus the names users already have
+(``APCA_API_KEY_ID``, ``APCA_API_SECRET_KEY``, ``OLLAMA_HOST``) and the original Perun
+names (``TRADING_FREQUENCY_MINUTES``, ``MARKET_OPEN_CHECK_ENABLED``, ``TRADING_SYMBOLS``).
+
+Any invalid input raises ``ConfigError`` with one message that names the key, the value
+(masked for secrets), where it came from, and what is allowed. Nothing is written before
+the settings are valid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import platformdirs
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+APP_NAME = "perun"
+TICKER_RE = re.compile(r"^[A-Z][A-Z0-9]{0,5}([.\-/][A-Z0-9]{1,3})?$")
+SECRET_KEYS = frozenset({("alpaca", "key_id"), ("alpaca", "secret_key")})
+
+LEGACY_ENV: dict[str, tuple[str, str]] = {
+    "APCA_API_KEY_ID": ("alpaca", "key_id"),
+    "APCA_API_SECRET_KEY": ("alpaca", "secret_key"),
+    "OLLAMA_HOST": ("llm", "host"),
+    "TRADING_FREQUENCY_MINUTES": ("trading", "frequency_minutes"),
+    "MARKET_OPEN_CHECK_ENABLED": ("trading", "market_hours_only"),
+    "TRADING_SYMBOLS": ("trading", "symbols"),
+}
+
+
+class ConfigError(Exception):
+    """Invalid configuration; the message is meant for the user as is. Exit code 2."""
+
+    exit_code = 2
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TradingSettings(_Section):
+    mode: Literal["sim", "paper", "live"] = "sim"
+    symbols: list[str] = Field(
+        default_factory=lambda: ["AAPL", "MSFT", "NVDA", "SPY"], min_length=1, max_length=200
+    )
+    frequency_minutes: int = Field(15, ge=1, le=390)
+    market_hours_only: bool = True
+    live_confirm: bool = False
+    fractional: bool = False
+    order_type: Literal["market", "limit"] = "market"
+    limit_band_pct: float = Field(0.2, ge=0, le=5)
+    history_bars: int = Field(60, ge=25, le=1000)
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _split_symbols(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [s for s in re.split(r"[,\s]+", text) if s]
+        return v
+
+    @field_validator("symbols")
+    @classmethod
+    def _tickers(cls, v: list[str]) -> list[str]:
+        out: list[str] = []
+        for raw in v:
+            sym = raw.strip().upper()
+            if not TICKER_RE.match(sym):
+                raise ValueError(
+                    f"{raw!r} is not a ticker (1–6 letters/digits starting with a letter, "
+                    "optionally a class suffix like BRK.B)"
+                )
+            if sym not in out:
+                out.append(sym)
+        return out
+
+
+class ApprovalSettings(_Section):
+    mode: Literal["manual", "threshold", "auto"] = "manual"
+    auto_min_confidence: float = Field(0.8, ge=0, le=1)
+    ttl_minutes: float = Field(15, gt=0, le=1440)
+    max_drift_pct: float = Field(1.0, gt=0, le=50)
+
+
+class RiskSettings(_Section):
+    max_position_pct: float = Field(10, gt=0, le=100)
+    max_open_positions: int = Field(5, ge=1, le=500)
+    max_order_notional: float = Field(5000, gt=0)
+    risk_per_trade_pct: float = Field(1.0, gt=0, le=100)
+    default_stop_pct: float = Field(2.0, gt=0, le=50)
+    min_confidence: float = Field(0.55, ge=0, le=1)
+    daily_loss_limit_pct: float = Field(3, gt=0, le=100)
+    cooldown_minutes: float = Field(60, ge=0, le=10080)
+    max_orders_per_cycle: int = Field(5, ge=1, le=500)
+    max_quote_age_s: float = Field(900, gt=0)
+    allow_short: bool = False
+    cancel_on_halt: bool = False
+
+
+class LLMSettings(_Section):
+    provider: Literal["ollama", "rules"] = "ollama"
+    model: str = Field("qwen3:8b", min_length=1)
+    host: str = "http://127.0.0.1:11434"
+    think: bool = True
+    temperature: float = Field(0.2, ge=0, le=2)
+    timeout_s: float = Field(120, gt=0, le=3600)
+    fallback: Literal["rules", "none"] = "rules"
+    keep_alive: str = "10m"
+    num_ctx: int = Field(8192, ge=512)
+    num_predict: int = Field(2048, ge=64)
+    seed: int | None = None
+    prompt_path: str = ""
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("must not be empty, e.g. http://127.0.0.1:11434")
+        if "://" not in v:
+            v = "http://" + v  # OLLAMA_HOST is often given as host:port
+        if not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError("must be an http(s) URL, e.g. http://127.0.0.1:11434")
+        return v.rstrip("/")
+
+
+class AlpacaSettings(_Section):
+    feed: Literal["iex", "sip"] = "iex"
+    trading_url: str = ""
+    data_url: str = ""
+    stream_url: str = ""
+    key_id: SecretStr = SecretStr("")
+    secret_key: SecretStr = SecretStr("")
+    request_timeout_s: float = Field(10, gt=0, le=300)
+    max_requests_per_minute: int = Field(150, ge=1, le=10000)
+
+    @field_validator("trading_url", "data_url", "stream_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        v = v.strip().rstrip("/")
+        if v and not re.match(r"^(https?|wss?)://[^\s/]+", v):
+            raise ValueError("must be empty (Alpaca's own) or a URL like https://host")
+        return v
+
+
+class SimSettings(_Section):
+    seed: int = 42
+    speed: float = Field(30, gt=0, le=100000)
+    starting_cash: float = Field(100000, gt=0)
+
+
+class StorageSettings(_Section):
+    path: str = ""
+
+
+class NotifySettings(_Section):
+    bell: bool = True
+    webhook_url: str = ""
+
+
+class OptimizationSettings(_Section):
+    every_cycles: int = Field(20, ge=1)
+    auto_apply: bool = False
+
+
+class Settings(_Section):
+    trading: TradingSettings = Field(default_factory=TradingSettings)
+    approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    risk: RiskSettings = Field(default_factory=RiskSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    alpaca: AlpacaSettings = Field(default_factory=AlpacaSettings)
+    sim: SimSettings = Field(default_factory=SimSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    optimization: OptimizationSettings = Field(default_factory=OptimizationSettings)
+
+    # not settable from files: where the settings came from, for `perun doctor`
+    source: str = Field("defaults", exclude=True)
+
+    @model_validator(mode="after")
+    def _live_needs_opt_in(self) -> Settings:
+        if self.trading.mode == "live" and not self.trading.live_confirm:
+            raise ValueError(
+                "trading.mode = \"live\" needs trading.live_confirm = true in the config "
+                "(an explicit opt-in to trade real money)"
+            )
+        return self
+
+    @property
+    def mode(self) -> str:
+        return self.trading.mode
+
+    def data_dir(self) -> Path:
+        if self.storage.path:
+            return Path(self.storage.path).expanduser()
+        return Path(platformdirs.user_data_dir(APP_NAME))
+
+    def database_path(self) -> Path:
+        """One database per mode, so simulated and real history never mix."""
+        return self.data_dir() / f"perun-{self.trading.mode}.db"
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as plain data with secrets masked, safe to print or store."""
+        data = self.model_dump(mode="python")
+        for section, key in SECRET_KEYS:
+            value = getattr(getattr(self, section), key).get_secret_value()
+            data[section][key] = mask_secret(value)
+        return data
+
+    def secret_values(self) -> list[str]:
+        """Every secret in use, for the redacting log filter."""
+        out = []
+        for section, key in SECRET_KEYS:
+            value = getattr(getattr(self, section), key).get_secret_value()
+            if value:
+                out.append(value)
+        return out
+
+
+def mask_secret(value: str) -> str:
+    if not value:
+        return "(not set)"
+    if len(value) <= 8:
+        return "****"
+    return f"{value[:2]}…{value[-2:]} ({len(value)} chars)"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None, cwd: Path | None = None) -> (
+    Path | None
+):
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist (given with --config)")
+        return path
+    local = (cwd or Path.cwd()) / "perun.toml"
+    if local.is_file():
+        return local
+    user = Path(platformdirs.user_config_dir(APP_NAME)) / "perun.toml"
+    if user.is_file():
+        return user
+    return None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}. Fix the file and start again.") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc.strerror}") from exc
+
+
+def _read_dotenv(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def _env_layer(
+    env: Mapping[str, str], origin: str, sources: dict[tuple[str, str], str]
+) -> dict[str, dict[str, Any]]:
+    layer: dict[str, dict[str, Any]] = {}
+    # legacy / standard names first so PERUN_* wins when both are set
+    for name, (section, key) in LEGACY_ENV.items():
+        if name in env and env[name] != "":
+            layer.setdefault(section, {})[key] = env[name]
+            sources[(section, key)] = f"{origin} {name}"
+    for name, value in env.items():
+        if not name.startswith("PERUN_") or "__" not in name:
+            continue
+        section, _, key = name[len("PERUN_") :].lower().partition("__")
+        layer.setdefault(section, {})[key] = value
+        sources[(section, key)] = f"{origin} {name}"
+    return layer
+
+
+def _merge(base: dict[str, Any], layer: Mapping[str, Any]) -> None:
+    for section, values in layer.items():
+        if isinstance(values, Mapping) and isinstance(base.get(section), dict):
+            base[section].update(values)
+        else:
+            base[section] = dict(values) if isinstance(values, Mapping) else values
+
+
+_TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "text"}
+_OPS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<", "min_length": "at least", "max_length": "at most"}
+
+
+def _describe_type(ann: Any) -> str:
+    args = get_args(ann)
+    if get_origin(ann) is Literal:
+        return "one of " + ", ".join(json.dumps(a) for a in args)
+    if get_origin(ann) is list:
+        return "a list of tickers"
+    name = getattr(ann, "__name__", str(ann))
+    return _TYPE_NAMES.get(name, name)
+
+
+def _allowed(model: type[BaseModel], loc: tuple[str | int, ...]) -> str:
+    """What is allowed at a location: the known keys or the field's type and bounds."""
+    current: type[BaseModel] = model
+    for i, part in enumerate(loc):
+        fields = current.model_fields
+        if part not in fields:
+            return "known keys: " + ", ".join(k for k in fields if k != "source")
+        info = fields[str(part)]
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel) and i < len(loc) - 1:
+            current = ann
+            continue
+        bounds = []
+        for meta in info.metadata:
+            for attr, op in _OPS.items():
+                value = getattr(meta, attr, None)
+                if value is not None:
+                    item = "item(s)" if "length" in attr else ""
+                    bounds.append(f"{op} {value}{(' ' + item) if item else ''}")
+        return _describe_type(ann) + (" " + ", ".join(bounds) if bounds else "")
+    return "see perun.toml for the documented keys"
+
+
+def _format_errors(
+    exc: ValidationError, sources: dict[tuple[str, str], str], file_label: str
+) -> str:
+    lines: list[str] = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        dotted = ".".join(str(p) for p in loc) or "(file)"
+        key2 = (str(loc[0]), str(loc[1])) if len(loc) >= 2 else ("", "")
+        origin = sources.get(key2) or next(
+            (src for (sec, _), src in sources.items() if loc and sec == str(loc[0])),
+            file_label if loc else "settings",
+        )
+        value = err.get("input")
+        if key2 in SECRET_KEYS:
+            shown = "****"
+        elif isinstance(value, dict):
+            shown = "{…}"
+        else:
+            shown = json.dumps(value, default=str)
+        if err["type"] == "extra_forbidden":
+            lines.append(
+                f"unknown key {dotted} (from {origin}); {_allowed(Settings, loc[:-1] + ('?',))}"
+            )
+            continue
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if not loc:
+            lines.append(f"{msg} (from {origin})")
+            continue
+        lines.append(
+            f"{dotted} = {shown} (from {origin}) is invalid: {msg}; "
+            f"allowed: {_allowed(Settings, loc[:2])}"
+        )
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_settings(
+    config: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    mode: str | None = None,
+    use_dotenv: bool = True,
+) -> Settings:
+    """Build validated settings from the layers; raises ``ConfigError`` on any problem."""
+    environ = os.environ if env is None else env
+    sources: dict[tuple[str, str], str] = {}
+    data: dict[str, Any] = {}
+    path = find_config_file(config, cwd)
+    file_label = str(path) if path else "defaults"
+    if path is not None:
+        raw = _read_toml(path)
+        for section, values in raw.items():
+            if isinstance(values, dict):
+                for key in values:
+                    sources[(section, key)] = str(path)
+        _merge(data, raw)
+    if use_dotenv:
+        dotenv = _read_dotenv((cwd or Path.cwd()) / ".env")
+        _merge(data, _env_layer(dotenv, ".env", sources))
+    _merge(data, _env_layer(environ, "environment", sources))
+    if mode is not None:
+        data.setdefault("trading", {})["mode"] = mode
+        sources[("trading", "mode")] = "--mode"
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, sources, file_label)) from None
+    settings.source = file_label
+    return settings
