@@ -1,0 +1,950 @@
+"""Memory: the SQLite store of everything Perun saw, decided and did — its single writer.
+
+One ``aiosqlite`` connection serves the whole process. Its worker thread runs the calls in
+the order they were queued; on top of that an ``asyncio.Lock`` gives each task exclusive
+use of the connection for the length of a write transaction, so no task ever sees or
+joins another task's uncommitted work. The lock is re-entrant *per task*: a helper called
+inside ``async with memory.transaction():`` by the task that opened it joins the open
+transaction (as a savepoint, so a failing helper undoes only its own part) instead of
+waiting for itself. Do not hand the open transaction to another task (for example by
+``gather``-ing memory calls inside it): the other task would wait for the lock forever.
+
+Durability
+----------
+The database runs in WAL mode with ``synchronous=NORMAL``: a commit is atomic and
+survives a crash of the process, but the last commits before a power cut or an OS crash
+may be lost — an acceptable trade for snapshots, analyses, signals and logs, which are
+written every cycle and cost nothing to lose at the margin.
+
+Orders are different. An order intent is committed *before* the broker is called, and
+after a restart reconciliation trusts the database to know every order it may have sent.
+So every transaction that writes an order or a fill runs with ``synchronous=FULL``: its
+COMMIT returns only once the WAL is synced, i.e. *committed means on disk in the WAL*.
+They are a handful per cycle, so the extra fsync costs milliseconds per cycle.
+``transaction()`` defaults to ``durable=True`` for the same reason: an explicit atomic
+block is usually about orders. SQLite only lets the level change between transactions,
+so the outer transaction decides for everything nested in it.
+
+Times are stored as fixed-width ISO-8601 UTC text (naive datetimes are taken as UTC);
+models are stored as compact pydantic JSON and read back with ``model_validate_json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from pathlib import Path
+from typing import Any, cast
+from zoneinfo import ZoneInfo
+
+import aiosqlite
+from pydantic import BaseModel, ConfigDict, TypeAdapter
+
+from perun_tui.llm.base import AnalysisResult, ProposedSignal, RecalledSignal, Usage
+from perun_tui.models import (
+    FINAL_ORDER_STATUSES,
+    Account,
+    Action,
+    CycleReport,
+    Fill,
+    Order,
+    OrderStatus,
+    PerformanceMetrics,
+    Position,
+    Quote,
+    Side,
+    Signal,
+    SignalStatus,
+    SignalTransition,
+)
+from perun_tui.services.migrations import LATEST_VERSION, MIGRATIONS, SCHEMA_VERSION_TABLE
+
+__all__ = [
+    "EXCHANGE_TZ",
+    "Memory",
+    "Snapshot",
+    "StorageError",
+    "StoredAnalysis",
+    "StoredError",
+]
+
+log = logging.getLogger(__name__)
+
+EXCHANGE_TZ = ZoneInfo("America/New_York")
+SIM_STATE_KEY = "sim_state"
+OPEN_ORDER_STATUSES = tuple(s.value for s in OrderStatus if s not in FINAL_ORDER_STATUSES)
+# orders that never reached the market do not start a cooldown
+_NOT_TRADED = (OrderStatus.FAILED.value, OrderStatus.REJECTED.value)
+
+Row = tuple[Any, ...]
+
+_POSITIONS = TypeAdapter(list[Position])
+_QUOTES = TypeAdapter(list[Quote])
+_PROPOSED = TypeAdapter(list[ProposedSignal])
+_STRINGS = TypeAdapter(list[str])
+
+
+class StorageError(Exception):
+    """The database cannot be used; ``str()`` says which file and what to do."""
+
+
+# --------------------------------------------------------------------------- records
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Snapshot(_Record):
+    """Account, positions and quotes as they were at one moment."""
+
+    cycle: int | None
+    at: datetime
+    account: Account
+    positions: list[Position]
+    quotes: dict[str, Quote]
+
+
+class StoredAnalysis(_Record):
+    """One analyst run as stored: the result plus when, for which cycle, how long."""
+
+    id: int
+    cycle: int | None
+    at: datetime
+    elapsed_s: float
+    result: AnalysisResult
+
+
+class StoredError(_Record):
+    id: int
+    cycle: int | None
+    at: datetime
+    where: str
+    message: str
+    detail: str = ""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+_ZERO = timedelta(0)
+
+
+def _ts(value: datetime) -> str:
+    """Fixed-width UTC ISO text: text order is time order."""
+    tz = value.tzinfo
+    if tz is None:
+        value = value.replace(tzinfo=UTC)
+    elif tz is not UTC and tz.utcoffset(value) != _ZERO:
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")  # any zero offset prints "+00:00"
+
+
+def _ts_opt(value: datetime | None) -> str | None:
+    return None if value is None else _ts(value)
+
+
+def _dt(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _dt_opt(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def _now() -> str:
+    return _ts(datetime.now(UTC))
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _placeholders(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _outcome_pct(action: str, price: float, now: float | None) -> float | None:
+    """Signed % move since the signal: positive when the call was right."""
+    if now is None or price <= 0 or action == Action.HOLD.value:
+        return None
+    move = (now / price - 1.0) * 100.0
+    return move if action == Action.BUY.value else -move
+
+
+_SIGNAL_UPSERT = """
+INSERT INTO signals (id, cycle, symbol, action, confidence, status, reason, price, qty,
+                     notional, created_at, updated_at, expires_at, client_order_id, data)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+ON CONFLICT(id) DO UPDATE SET
+    cycle = excluded.cycle, symbol = excluded.symbol, action = excluded.action,
+    confidence = excluded.confidence, status = excluded.status, reason = excluded.reason,
+    price = excluded.price, qty = excluded.qty, notional = excluded.notional,
+    created_at = excluded.created_at, updated_at = excluded.updated_at,
+    expires_at = excluded.expires_at, client_order_id = excluded.client_order_id,
+    data = excluded.data
+"""
+
+_TRANSITION_INSERT = """
+INSERT INTO signal_transitions (signal_id, old, new, "by", reason, at) VALUES (?,?,?,?,?,?)
+"""
+
+_ORDER_UPSERT = """
+INSERT INTO orders (client_order_id, broker_order_id, signal_id, symbol, side, status, qty,
+                    notional, filled_qty, filled_avg_price, reason, external, created_at,
+                    updated_at, data)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+ON CONFLICT(client_order_id) DO UPDATE SET
+    broker_order_id = excluded.broker_order_id, signal_id = excluded.signal_id,
+    symbol = excluded.symbol, side = excluded.side, status = excluded.status,
+    qty = excluded.qty, notional = excluded.notional, filled_qty = excluded.filled_qty,
+    filled_avg_price = excluded.filled_avg_price, reason = excluded.reason,
+    external = excluded.external, created_at = excluded.created_at,
+    updated_at = excluded.updated_at, data = excluded.data
+"""
+
+
+def _signal_row(s: Signal) -> Row:
+    return (
+        s.id, s.cycle, s.symbol, s.action.value, s.confidence, s.status.value, s.reason,
+        s.price, s.qty, s.notional, _ts(s.created_at), _ts_opt(s.updated_at),
+        _ts_opt(s.expires_at), s.client_order_id, s.model_dump_json(),
+    )
+
+
+def _transition_row(t: SignalTransition) -> Row:
+    old = None if t.old is None else t.old.value
+    return (t.signal_id, old, t.new.value, t.by, t.reason, _ts(t.at))
+
+
+def _order_row(o: Order) -> Row:
+    return (
+        o.client_order_id, o.broker_order_id, o.signal_id, o.symbol, o.side.value,
+        o.status.value, o.qty, o.notional, o.filled_qty, o.filled_avg_price, o.reason,
+        int(o.external), _ts_opt(o.created_at), _ts_opt(o.updated_at), o.model_dump_json(),
+    )
+
+
+def _fill_from_row(r: Row) -> Fill:
+    return Fill(
+        fill_id=r[0], client_order_id=r[1], symbol=r[2], side=Side(r[3]), qty=r[4],
+        price=r[5], ts=_dt(r[6]),
+    )
+
+
+def _prepare_path(path: Path | str) -> Path:
+    resolved = Path(path).expanduser()
+    try:
+        resolved.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot create the data directory {resolved.parent}: {exc.strerror}; "
+            "set storage.path in perun.toml to a writable directory"
+        ) from exc
+    return resolved
+
+
+# --------------------------------------------------------------------------- Memory
+
+
+class Memory:
+    """Async access to the Perun database. Create with ``await Memory.open(path)``."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        self._lock = asyncio.Lock()
+        self._owner: asyncio.Task[Any] | None = None  # the task holding the lock
+        self._depth = 0  # 0 none, 1 transaction, >1 nested savepoints
+        self._sync_full: bool | None = False  # current synchronous level; None = unknown
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    async def open(cls, path: Path | str) -> Memory:
+        """Open (creating if needed) the database at ``path`` and bring its schema up to date."""
+        path = await asyncio.to_thread(_prepare_path, path)
+        try:
+            conn = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the database {path}: {exc}") from exc
+        memory = cls(conn, path)
+        try:
+            await memory._configure()
+            await memory._migrate()
+        except sqlite3.DatabaseError as exc:
+            await conn.close()
+            raise StorageError(
+                f"the database {path} cannot be used: {exc}. Move the file aside to start "
+                "a fresh one, or set storage.path to another directory"
+            ) from exc
+        except BaseException:
+            await conn.close()
+            raise
+        return memory
+
+    async def close(self) -> None:
+        """Wait for the running transaction, then close. Safe to call twice."""
+        if self._closed:
+            return
+        if self._owns_lock():
+            raise RuntimeError("Memory.close() called inside one of its own transactions")
+        async with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                await self._conn.execute("PRAGMA optimize")
+            except sqlite3.Error:  # pragma: no cover - best effort
+                log.debug("PRAGMA optimize failed", exc_info=True)
+            await self._conn.close()
+
+    async def __aenter__(self) -> Memory:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _configure(self) -> None:
+        await self._conn.execute("PRAGMA busy_timeout=5000")
+        rows = await self._fetch_raw("PRAGMA journal_mode=WAL")
+        mode = str(rows[0][0]).lower() if rows else "?"
+        if mode != "wal":
+            log.warning("SQLite refused WAL mode for %s (journal_mode=%s)", self.path, mode)
+        await self._conn.executescript("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
+        self._sync_full = False
+
+    async def _migrate(self) -> None:
+        await self._conn.execute(SCHEMA_VERSION_TABLE)
+        current = await self.schema_version()
+        if current > LATEST_VERSION:
+            raise StorageError(
+                f"the database {self.path} has schema version {current}, newer than this "
+                f"Perun knows ({LATEST_VERSION}); upgrade Perun or use another storage.path"
+            )
+        for version in range(current + 1, LATEST_VERSION + 1):
+            # the version row goes first: a second process migrating at the same moment
+            # waits on BEGIN IMMEDIATE, then fails on the primary key and sees it done
+            script = (
+                "BEGIN IMMEDIATE;\n"
+                f"INSERT INTO schema_version (version, applied_at) VALUES ({version}, "
+                f"'{_now()}');\n{MIGRATIONS[version - 1]}\n;COMMIT;"
+            )
+            try:
+                await self._conn.executescript(script)
+            except sqlite3.Error as exc:
+                if self._conn.in_transaction:
+                    await self._conn.execute("ROLLBACK")
+                if await self.schema_version() >= version:
+                    continue
+                raise StorageError(
+                    f"upgrading the database {self.path} to schema version {version} "
+                    f"failed: {exc}"
+                ) from exc
+            log.info("database %s migrated to schema version %d", self.path, version)
+
+    async def schema_version(self) -> int:
+        rows = await self._fetch("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+        return int(rows[0][0])
+
+    async def integrity_check(self) -> str:
+        """``"ok"`` when the file is sound, else SQLite's list of problems."""
+        rows = await self._fetch("PRAGMA integrity_check")
+        return "\n".join(str(r[0]) for r in rows)
+
+    # ------------------------------------------------------------------ transactions
+
+    def _owns_lock(self) -> bool:
+        task = asyncio.current_task()
+        return task is not None and self._owner is task
+
+    @asynccontextmanager
+    async def transaction(self, *, durable: bool = True) -> AsyncIterator[Memory]:
+        """An atomic block: everything written inside commits together or not at all.
+
+        Nested use by the same task becomes a savepoint. ``durable`` (default) syncs the
+        WAL at commit; pass ``False`` for bulk history writes that may be lost on power
+        failure.
+        """
+        async with self._write(durable=durable, atomic=True):
+            yield self
+
+    @asynccontextmanager
+    async def _write(self, *, durable: bool, atomic: bool) -> AsyncIterator[None]:
+        """Exclusive use of the connection for writing.
+
+        ``atomic=False`` is for one statement, which SQLite makes atomic by itself: outside
+        a transaction it runs in autocommit mode (one round trip instead of three).
+        """
+        if self._owns_lock():
+            if atomic:
+                async with self._savepoint():
+                    yield
+            else:
+                yield
+            return
+        async with self._lock:
+            self._owner = asyncio.current_task()
+            try:
+                if atomic:
+                    async with self._top_level(durable):
+                        yield
+                else:
+                    if self._sync_full is not durable:
+                        await self._set_sync(durable)
+                    yield
+            finally:
+                self._owner = None
+
+    async def _set_sync(self, full: bool) -> None:
+        self._sync_full = None
+        await self._conn.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
+        self._sync_full = full
+
+    @asynccontextmanager
+    async def _top_level(self, durable: bool) -> AsyncIterator[None]:
+        self._depth = 1
+        try:
+            try:
+                await self._begin(durable)
+            except sqlite3.Error:
+                raise
+            except BaseException:
+                # cancelled while waiting: the queued BEGIN still runs, so undo it behind
+                await self._quietly("ROLLBACK")
+                raise
+            try:
+                yield
+            except BaseException:
+                await self._quietly("ROLLBACK")
+                raise
+            try:
+                await self._conn.execute("COMMIT")
+            except sqlite3.Error:
+                if self._conn.in_transaction:
+                    await self._quietly("ROLLBACK")
+                raise
+            # a cancellation while COMMIT is queued leaves it to run: the work is kept
+        finally:
+            self._depth = 0
+
+    async def _begin(self, durable: bool) -> None:
+        if self._sync_full is durable:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            return
+        self._sync_full = None  # unknown until the script has run
+        level = "FULL" if durable else "NORMAL"
+        await self._conn.executescript(f"PRAGMA synchronous={level}; BEGIN IMMEDIATE;")
+        self._sync_full = durable
+
+    @asynccontextmanager
+    async def _savepoint(self) -> AsyncIterator[None]:
+        self._depth += 1
+        name = f"perun_sp{self._depth}"
+        try:
+            try:
+                await self._conn.execute(f"SAVEPOINT {name}")
+                yield
+            except BaseException:
+                await self._quietly(f"ROLLBACK TO {name}")
+                await self._quietly(f"RELEASE {name}")
+                raise
+            await self._conn.execute(f"RELEASE {name}")
+        finally:
+            self._depth -= 1
+
+    async def _quietly(self, sql: str) -> None:
+        try:
+            await self._conn.execute(sql)
+        except sqlite3.Error:
+            log.warning("%s failed", sql, exc_info=True)
+
+    async def _exec(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """One statement; the caller holds the write lock."""
+        await self._conn.execute_fetchall(sql, params)
+
+    async def _fetch_raw(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return cast(list[Row], list(await self._conn.execute_fetchall(sql, params)))
+
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """A read that never sees another task's uncommitted writes."""
+        if self._owns_lock():
+            return await self._fetch_raw(sql, params)
+        async with self._lock:
+            return await self._fetch_raw(sql, params)
+
+    async def _write_one(self, sql: str, params: Sequence[Any], durable: bool = False) -> None:
+        async with self._write(durable=durable, atomic=False):
+            await self._exec(sql, params)
+
+    # ------------------------------------------------------------------ cycles
+
+    async def next_cycle_number(self) -> int:
+        """1 + the highest cycle ever started: numbering continues across restarts."""
+        rows = await self._fetch("SELECT COALESCE(MAX(number), 0) + 1 FROM cycles")
+        return int(rows[0][0])
+
+    async def start_cycle(self, cycle: int, at: datetime) -> None:
+        await self._write_one(
+            "INSERT INTO cycles (number, started_at) VALUES (?, ?) "
+            "ON CONFLICT(number) DO UPDATE SET started_at = excluded.started_at",
+            (cycle, _ts(at)),
+        )
+
+    async def finish_cycle(self, report: CycleReport) -> None:
+        await self._write_one(
+            "INSERT INTO cycles (number, started_at, finished_at, skipped, analyst, report) "
+            "VALUES (?,?,?,?,?,?) ON CONFLICT(number) DO UPDATE SET "
+            "started_at = excluded.started_at, finished_at = excluded.finished_at, "
+            "skipped = excluded.skipped, analyst = excluded.analyst, report = excluded.report",
+            (
+                report.cycle, _ts(report.started_at), _ts_opt(report.finished_at),
+                report.skipped, report.analyst, report.model_dump_json(),
+            ),
+        )
+
+    async def cycles(self, limit: int = 50) -> list[CycleReport]:
+        """Newest first; a cycle still running comes back with only its start."""
+        rows = await self._fetch(
+            "SELECT number, started_at, report FROM cycles ORDER BY number DESC LIMIT ?",
+            (limit,),
+        )
+        out: list[CycleReport] = []
+        for number, started_at, report in rows:
+            if report is None:
+                out.append(CycleReport(cycle=number, started_at=_dt(started_at)))
+            else:
+                out.append(CycleReport.model_validate_json(report))
+        return out
+
+    # ------------------------------------------------------------------ snapshots
+
+    async def save_snapshot(
+        self,
+        cycle: int | None,
+        at: datetime,
+        account: Account,
+        positions: Sequence[Position],
+        quotes: Mapping[str, Quote] | Iterable[Quote],
+    ) -> None:
+        quote_list = list(quotes.values()) if isinstance(quotes, Mapping) else list(quotes)
+        await self._write_one(
+            "INSERT INTO snapshots (cycle, at, equity, cash, account, positions, quotes) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (
+                cycle, _ts(at), account.equity, account.cash, account.model_dump_json(),
+                _POSITIONS.dump_json(list(positions)).decode(),
+                _QUOTES.dump_json(quote_list).decode(),
+            ),
+        )
+
+    async def last_snapshot(self) -> Snapshot | None:
+        rows = await self._fetch(
+            "SELECT cycle, at, account, positions, quotes FROM snapshots "
+            "ORDER BY at DESC, id DESC LIMIT 1"
+        )
+        if not rows:
+            return None
+        cycle, at, account, positions, quotes = rows[0]
+        return Snapshot(
+            cycle=cycle,
+            at=_dt(at),
+            account=Account.model_validate_json(account),
+            positions=_POSITIONS.validate_json(positions),
+            quotes={q.symbol: q for q in _QUOTES.validate_json(quotes)},
+        )
+
+    async def equity_curve(self, since: datetime | None = None) -> list[tuple[datetime, float]]:
+        """(time, equity) of every snapshot, oldest first."""
+        if since is None:
+            rows = await self._fetch("SELECT at, equity FROM snapshots ORDER BY at, id")
+        else:
+            rows = await self._fetch(
+                "SELECT at, equity FROM snapshots WHERE at >= ? ORDER BY at, id", (_ts(since),)
+            )
+        return [(_dt(at), float(equity)) for at, equity in rows]
+
+    async def day_start_equity(self, day: date, tz: tzinfo = EXCHANGE_TZ) -> float | None:
+        """Equity of the first snapshot taken on ``day`` (a calendar day in ``tz``,
+        New York by default: the trading day the daily loss limit is about)."""
+        start = datetime.combine(day, time(0), tzinfo=tz)
+        end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz)
+        rows = await self._fetch(
+            "SELECT equity FROM snapshots WHERE at >= ? AND at < ? ORDER BY at, id LIMIT 1",
+            (_ts(start), _ts(end)),
+        )
+        return float(rows[0][0]) if rows else None
+
+    # ------------------------------------------------------------------ analyses
+
+    async def save_analysis(
+        self,
+        cycle: int | None,
+        result: AnalysisResult,
+        elapsed_s: float,
+        at: datetime | None = None,
+    ) -> None:
+        usage = None if result.usage is None else result.usage.model_dump_json()
+        await self._write_one(
+            "INSERT INTO analyses (cycle, at, analyst, prompt, raw_reply, reasoning, "
+            "market_view, signals, usage, error, elapsed_s, attempts, dropped) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                cycle, _ts(at) if at is not None else _now(), result.analyst, result.prompt,
+                result.raw_reply, result.reasoning, result.market_view,
+                _PROPOSED.dump_json(result.signals).decode(), usage, result.error,
+                elapsed_s, result.attempts, _json(result.dropped),
+            ),
+        )
+
+    async def analyses(self, limit: int = 20) -> list[StoredAnalysis]:
+        """Newest first."""
+        rows = await self._fetch(
+            "SELECT id, cycle, at, elapsed_s, analyst, prompt, raw_reply, reasoning, "
+            "market_view, signals, usage, error, attempts, dropped FROM analyses "
+            "ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [
+            StoredAnalysis(
+                id=r[0], cycle=r[1], at=_dt(r[2]), elapsed_s=r[3],
+                result=AnalysisResult(
+                    analyst=r[4], prompt=r[5], raw_reply=r[6], reasoning=r[7],
+                    market_view=r[8], signals=_PROPOSED.validate_json(r[9]),
+                    usage=None if r[10] is None else Usage.model_validate_json(r[10]),
+                    error=r[11], attempts=r[12], dropped=_STRINGS.validate_json(r[13]),
+                ),
+            )
+            for r in rows
+        ]
+
+    async def last_analysis(self) -> StoredAnalysis | None:
+        found = await self.analyses(1)
+        return found[0] if found else None
+
+    # ------------------------------------------------------------------ signals
+
+    async def save_signal(
+        self,
+        signal: Signal,
+        transition: SignalTransition | None = None,
+        order: Order | None = None,
+    ) -> None:
+        """Upsert the signal, append its transition and upsert its order — atomically.
+
+        This is how an order intent is committed together with the signal's move to
+        approved/submitted: either all three are on disk or none is.
+        """
+        if transition is not None and transition.signal_id != signal.id:
+            raise ValueError(
+                f"transition for {transition.signal_id} saved with signal {signal.id}"
+            )
+        if transition is None and order is None:
+            await self._write_one(_SIGNAL_UPSERT, _signal_row(signal))
+            return
+        async with self._write(durable=order is not None, atomic=True):
+            await self._exec(_SIGNAL_UPSERT, _signal_row(signal))
+            if transition is not None:
+                await self._exec(_TRANSITION_INSERT, _transition_row(transition))
+            if order is not None:
+                await self._exec(_ORDER_UPSERT, _order_row(order))
+
+    async def save_signals(
+        self, items: Iterable[Signal | tuple[Signal, SignalTransition | None]]
+    ) -> None:
+        """Many signals (each optionally with its transition) in one transaction."""
+        signals: list[Row] = []
+        transitions: list[Row] = []
+        for item in items:
+            signal, transition = item if isinstance(item, tuple) else (item, None)
+            signals.append(_signal_row(signal))
+            if transition is not None:
+                if transition.signal_id != signal.id:
+                    raise ValueError(
+                        f"transition for {transition.signal_id} saved with signal {signal.id}"
+                    )
+                transitions.append(_transition_row(transition))
+        if not signals:
+            return
+        async with self._write(durable=False, atomic=True):
+            await self._conn.executemany(_SIGNAL_UPSERT, signals)
+            if transitions:
+                await self._conn.executemany(_TRANSITION_INSERT, transitions)
+
+    async def get_signal(self, signal_id: str) -> Signal | None:
+        rows = await self._fetch("SELECT data FROM signals WHERE id = ?", (signal_id,))
+        return Signal.model_validate_json(rows[0][0]) if rows else None
+
+    async def signals(
+        self,
+        statuses: Collection[SignalStatus] | None = None,
+        limit: int = 200,
+        symbol: str | None = None,
+    ) -> list[Signal]:
+        """Newest first, optionally only some statuses and/or one symbol."""
+        where: list[str] = []
+        params: list[Any] = []
+        if statuses is not None:
+            if not statuses:
+                return []
+            where.append(f"status IN ({_placeholders(len(statuses))})")
+            params.extend(SignalStatus(s).value for s in statuses)
+        if symbol is not None:
+            where.append("symbol = ?")
+            params.append(symbol)
+        sql = "SELECT data FROM signals"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        params.append(limit)
+        rows = await self._fetch(sql, params)
+        return [Signal.model_validate_json(r[0]) for r in rows]
+
+    async def pending_signals(self) -> list[Signal]:
+        """Signals waiting for a human, oldest first (with their ``expires_at``)."""
+        rows = await self._fetch(
+            "SELECT data FROM signals WHERE status = ? ORDER BY created_at, rowid",
+            (SignalStatus.PENDING.value,),
+        )
+        return [Signal.model_validate_json(r[0]) for r in rows]
+
+    async def transitions(self, signal_id: str) -> list[SignalTransition]:
+        """The signal's history, oldest first."""
+        rows = await self._fetch(
+            'SELECT signal_id, old, new, "by", reason, at FROM signal_transitions '
+            "WHERE signal_id = ? ORDER BY id",
+            (signal_id,),
+        )
+        return [
+            SignalTransition(
+                signal_id=r[0], old=None if r[1] is None else SignalStatus(r[1]),
+                new=SignalStatus(r[2]), by=r[3], reason=r[4], at=_dt(r[5]),
+            )
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------------ orders
+
+    async def save_order(self, order: Order) -> None:
+        """Upsert by ``client_order_id``; synced to disk before it returns."""
+        await self._write_one(_ORDER_UPSERT, _order_row(order), durable=True)
+
+    async def get_order(self, client_order_id: str) -> Order | None:
+        rows = await self._fetch(
+            "SELECT data FROM orders WHERE client_order_id = ?", (client_order_id,)
+        )
+        return Order.model_validate_json(rows[0][0]) if rows else None
+
+    async def get_order_by_broker_id(self, broker_order_id: str) -> Order | None:
+        rows = await self._fetch(
+            "SELECT data FROM orders WHERE broker_order_id = ? LIMIT 1", (broker_order_id,)
+        )
+        return Order.model_validate_json(rows[0][0]) if rows else None
+
+    async def orders(
+        self, statuses: Collection[OrderStatus] | None = None, limit: int = 500
+    ) -> list[Order]:
+        """Newest first."""
+        params: list[Any] = []
+        sql = "SELECT data FROM orders"
+        if statuses is not None:
+            if not statuses:
+                return []
+            sql += f" WHERE status IN ({_placeholders(len(statuses))})"
+            params.extend(OrderStatus(s).value for s in statuses)
+        sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        params.append(limit)
+        rows = await self._fetch(sql, params)
+        return [Order.model_validate_json(r[0]) for r in rows]
+
+    async def open_orders(self) -> list[Order]:
+        """Orders not in a final state (INTENT and UNKNOWN included), oldest first."""
+        rows = await self._fetch(
+            f"SELECT data FROM orders WHERE status IN ({_placeholders(len(OPEN_ORDER_STATUSES))})"
+            " ORDER BY created_at, rowid",
+            OPEN_ORDER_STATUSES,
+        )
+        return [Order.model_validate_json(r[0]) for r in rows]
+
+    # ------------------------------------------------------------------ fills
+
+    async def save_fill(self, fill: Fill) -> bool:
+        """Store a fill once: ``False`` when its ``fill_id`` was already stored."""
+        async with self._write(durable=True, atomic=False):
+            rows = await self._fetch_raw(
+                "INSERT INTO fills (fill_id, client_order_id, symbol, side, qty, price, ts) "
+                "VALUES (?,?,?,?,?,?,?) ON CONFLICT(fill_id) DO NOTHING RETURNING fill_id",
+                (
+                    fill.fill_id, fill.client_order_id, fill.symbol, fill.side.value,
+                    fill.qty, fill.price, _ts(fill.ts),
+                ),
+            )
+        return bool(rows)
+
+    async def fills(
+        self,
+        since: datetime | None = None,
+        symbol: str | None = None,
+        client_order_id: str | None = None,
+    ) -> list[Fill]:
+        """Oldest first."""
+        where: list[str] = []
+        params: list[Any] = []
+        if since is not None:
+            where.append("ts >= ?")
+            params.append(_ts(since))
+        if symbol is not None:
+            where.append("symbol = ?")
+            params.append(symbol)
+        if client_order_id is not None:
+            where.append("client_order_id = ?")
+            params.append(client_order_id)
+        sql = "SELECT fill_id, client_order_id, symbol, side, qty, price, ts FROM fills"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY ts, rowid"
+        return [_fill_from_row(r) for r in await self._fetch(sql, params)]
+
+    # ------------------------------------------------------------------ errors
+
+    async def save_error(
+        self, cycle: int | None, at: datetime, where: str, message: str, detail: str = ""
+    ) -> None:
+        await self._write_one(
+            'INSERT INTO errors (cycle, at, "where", message, detail) VALUES (?,?,?,?,?)',
+            (cycle, _ts(at), where, message, detail),
+        )
+
+    async def errors(self, limit: int = 100) -> list[StoredError]:
+        """Newest first."""
+        rows = await self._fetch(
+            'SELECT id, cycle, at, "where", message, detail FROM errors ORDER BY id DESC LIMIT ?',
+            (limit,),
+        )
+        return [
+            StoredError(id=r[0], cycle=r[1], at=_dt(r[2]), where=r[3], message=r[4], detail=r[5])
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------------ state
+
+    async def get_state(self, key: str) -> str | None:
+        rows = await self._fetch("SELECT value FROM state WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    async def set_state(self, key: str, value: str | None) -> None:
+        """Set ``key`` to ``value``; ``None`` deletes it."""
+        if value is None:
+            await self._write_one("DELETE FROM state WHERE key = ?", (key,))
+        else:
+            await self._write_one(
+                "INSERT INTO state (key, value, updated_at) VALUES (?,?,?) ON CONFLICT(key) "
+                "DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                (key, value, _now()),
+            )
+
+    async def load_sim_state(self) -> dict[str, Any] | None:
+        """The simulated exchange's saved state (the sim broker's ``SimStore``)."""
+        text = await self.get_state(SIM_STATE_KEY)
+        if text is None:
+            return None
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise StorageError(f"the saved sim state in {self.path} is not a JSON object")
+        return data
+
+    async def save_sim_state(self, state: Mapping[str, Any]) -> None:
+        await self.set_state(SIM_STATE_KEY, _json(dict(state)))
+
+    # ------------------------------------------------------------------ metrics
+
+    async def save_metrics(self, cycle: int | None, metrics: PerformanceMetrics) -> None:
+        await self._write_one(
+            "INSERT INTO metrics (at, cycle, data) VALUES (?,?,?)",
+            (_ts(metrics.at), cycle, metrics.model_dump_json()),
+        )
+
+    async def metrics(self, limit: int = 100) -> list[PerformanceMetrics]:
+        """Newest first."""
+        rows = await self._fetch(
+            "SELECT data FROM metrics ORDER BY at DESC, id DESC LIMIT ?", (limit,)
+        )
+        return [PerformanceMetrics.model_validate_json(r[0]) for r in rows]
+
+    # ------------------------------------------------------------------ recall & rules
+
+    async def recall(
+        self,
+        symbols: Iterable[str],
+        per_symbol: int = 5,
+        prices: Mapping[str, float] | None = None,
+    ) -> dict[str, list[RecalledSignal]]:
+        """The latest ``per_symbol`` signals of each symbol (any status), newest first.
+
+        ``outcome_pct`` is the move from the signal's price to ``prices[symbol]``, signed
+        so that positive means the call was right (a buy that rose, a sell that fell);
+        ``None`` for holds and symbols without a price. Symbols with no history are left
+        out. One indexed query for all symbols: each symbol reads only its newest rows.
+        """
+        wanted = list(dict.fromkeys(symbols))
+        if not wanted or per_symbol <= 0:
+            return {}
+        rows = await self._fetch(
+            "SELECT s.symbol, s.cycle, s.created_at, s.action, s.confidence, s.status, s.price "
+            "FROM json_each(?) AS j JOIN signals AS s ON s.rowid IN ("
+            "  SELECT rowid FROM signals WHERE symbol = j.value"
+            "  ORDER BY created_at DESC, rowid DESC LIMIT ?) "
+            "ORDER BY j.key, s.created_at DESC, s.rowid DESC",
+            (_json(wanted), per_symbol),
+        )
+        prices = prices or {}
+        out: dict[str, list[RecalledSignal]] = {}
+        for symbol, cycle, created_at, action, confidence, status, price in rows:
+            out.setdefault(symbol, []).append(
+                RecalledSignal(
+                    cycle=cycle, at=_dt(created_at), symbol=symbol, action=Action(action),
+                    confidence=confidence, status=status, price=price,
+                    outcome_pct=_outcome_pct(action, price, prices.get(symbol)),
+                )
+            )
+        return out
+
+    async def last_trade_at(self, symbol: str) -> datetime | None:
+        """When ``symbol`` last traded: the latest fill or order sent (for the cooldown)."""
+        return (await self.last_trade_times([symbol])).get(symbol)
+
+    async def last_trade_times(self, symbols: Iterable[str]) -> dict[str, datetime]:
+        """``last_trade_at`` for many symbols in one query; untraded symbols are absent.
+
+        Orders count from their creation unless they failed or were rejected (they never
+        reached the market); an INTENT counts, as it is about to be sent.
+        """
+        wanted = list(dict.fromkeys(symbols))
+        if not wanted:
+            return {}
+        rows = await self._fetch(
+            "SELECT j.value, MAX("
+            "  COALESCE((SELECT MAX(ts) FROM fills WHERE symbol = j.value), ''),"
+            "  COALESCE((SELECT MAX(COALESCE(created_at, updated_at)) FROM orders"
+            "            WHERE symbol = j.value AND status NOT IN (?, ?)), '')) "
+            "FROM json_each(?) AS j",
+            (*_NOT_TRADED, _json(wanted)),
+        )
+        return {symbol: _dt(at) for symbol, at in rows if at}
+
+    # ------------------------------------------------------------------ metrics reads
+
+    async def counts(self) -> dict[str, int]:
+        """Row counts per table, for ``perun doctor`` and tests."""
+        tables = (
+            "cycles", "snapshots", "analyses", "signals", "signal_transitions", "orders",
+            "fills", "errors", "state", "metrics",
+        )
+        sql = " UNION ALL ".join(f"SELECT '{t}', COUNT(*) FROM {t}" for t in tables)
+        return {name: int(n) for name, n in await self._fetch(sql)}
