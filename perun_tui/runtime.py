@@ -1,0 +1,115 @@
+"""Wiring: build the services for a mode from settings. Used by the TUI, the headless
+runner, tests and benchmarks alike, so they all run the same daemon."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from perun_tui.brokers.base import Broker
+from perun_tui.bus import EventBus
+from perun_tui.config import Settings
+from perun_tui.daemon import OrchestrationDaemon
+from perun_tui.llm.base import Analyst
+from perun_tui.llm.rules import RulesAnalyst
+from perun_tui.market_hours import Clock, SimClock, TradingCalendar, WallClock, default_calendar
+from perun_tui.redact import register_secrets
+from perun_tui.services.ai import AnalysisService
+from perun_tui.services.memory import Memory
+from perun_tui.services.notification import BusNotifier, LogNotifier, NotificationService
+from perun_tui.services.risk import RiskPolicy
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    bus: EventBus
+    memory: Memory
+    broker: Broker
+    clock: Clock
+    calendar: TradingCalendar
+    daemon: OrchestrationDaemon
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.broker.close()
+        await self.memory.close()
+
+
+def build_broker(
+    settings: Settings, clock: Clock, calendar: TradingCalendar, memory: Memory
+) -> Broker:
+    if settings.trading.mode == "sim":
+        from perun_tui.brokers.sim import SimBroker
+
+        return SimBroker(
+            settings.trading.symbols,
+            clock,
+            calendar,
+            seed=settings.sim.seed,
+            starting_cash=settings.sim.starting_cash,
+            store=memory,
+        )
+    from perun_tui.brokers.alpaca import AlpacaBroker
+
+    return AlpacaBroker(settings)
+
+
+def build_analyst(settings: Settings) -> tuple[Analyst, Analyst | None]:
+    if settings.llm.provider == "rules":
+        return RulesAnalyst(), None
+    from perun_tui.llm.ollama import OllamaAnalyst
+
+    fallback: Analyst | None = RulesAnalyst() if settings.llm.fallback == "rules" else None
+    return OllamaAnalyst(settings.llm), fallback
+
+
+async def build_runtime(
+    settings: Settings,
+    *,
+    every_s: float | None = None,
+    max_cycles: int | None = None,
+    clock: Clock | None = None,
+    bus: EventBus | None = None,
+    quote_interval_s: float = 1.0,
+) -> Runtime:
+    register_secrets(settings.secret_values())
+    bus = bus or EventBus()
+    calendar = default_calendar()
+    if clock is None:
+        clock = (
+            SimClock(calendar, speed=settings.sim.speed)
+            if settings.trading.mode == "sim"
+            else WallClock()
+        )
+    memory = await Memory.open(settings.database_path())
+    try:
+        broker = build_broker(settings, clock, calendar, memory)
+        primary, fallback = build_analyst(settings)
+    except Exception:
+        await memory.close()
+        raise
+    notifications = NotificationService([BusNotifier(bus), LogNotifier()])
+    daemon = OrchestrationDaemon(
+        settings=settings,
+        bus=bus,
+        broker=broker,
+        memory=memory,
+        analysis=AnalysisService(settings, bus, primary, fallback),
+        policy=RiskPolicy(settings.risk),
+        notifications=notifications,
+        clock=clock,
+        calendar=calendar,
+        every_s=every_s,
+        max_cycles=max_cycles,
+        quote_interval_s=quote_interval_s,
+    )
+    return Runtime(
+        settings=settings,
+        bus=bus,
+        memory=memory,
+        broker=broker,
+        clock=clock,
+        calendar=calendar,
+        daemon=daemon,
+    )
