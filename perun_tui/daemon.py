@@ -51,6 +51,7 @@ from perun_tui.market_hours import (
 from perun_tui.models import (
     Account,
     Action,
+    Bar,
     CycleReport,
     MarketClock,
     Order,
@@ -146,6 +147,7 @@ class OrchestrationDaemon:
         self._last_trade: dict[str, datetime] = {}
         self._day_start_equity: float | None = None
         self._run_now = False
+        self._bars: dict[str, list[Bar]] = {}
 
     # ------------------------------------------------------------------ commands
 
@@ -536,12 +538,7 @@ class OrchestrationDaemon:
 
         # 3. fetch
         symbols = self.symbols
-        quotes, history = await asyncio.gather(
-            self.broker.latest(symbols),
-            self.broker.history(
-                symbols, self.settings.trading.frequency_minutes, self.settings.trading.history_bars
-            ),
-        )
+        quotes, history = await asyncio.gather(self.broker.latest(symbols), self._history(symbols))
         await self._refresh_portfolio()
         self._quotes.update(quotes)
         if quotes:
@@ -704,6 +701,27 @@ class OrchestrationDaemon:
                 self._orders_this_cycle += 1
                 self._last_trade[signal.symbol] = now
                 await self._refresh_portfolio()
+
+    async def _history(self, symbols: list[str]) -> dict[str, list[Bar]]:
+        """Bars per symbol, kept in a rolling window: after the first cycle only the few
+        newest bars are fetched and merged, so a cycle does not re-download history."""
+        want = self.settings.trading.history_bars
+        minutes = self.settings.trading.frequency_minutes
+        cold = [s for s in symbols if len(self._bars.get(s, ())) < want // 2]
+        warm = [s for s in symbols if s not in cold]
+        fetches = []
+        if cold:
+            fetches.append(self.broker.history(cold, minutes, want))
+        if warm:
+            fetches.append(self.broker.history(warm, minutes, 4))
+        for fetched in await asyncio.gather(*fetches):
+            for sym, bars in fetched.items():
+                old = self._bars.get(sym, [])
+                if bars:
+                    first = bars[0].ts
+                    old = [b for b in old if b.ts < first]
+                self._bars[sym] = (old + bars)[-want:]
+        return {s: self._bars.get(s, []) for s in symbols}
 
     async def _check_loss_limit(self, account: Account) -> bool:
         start = self._day_start_equity

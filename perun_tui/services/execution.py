@@ -116,7 +116,7 @@ class ExecutionService:
             self.pending[signal.id] = signal
         else:
             self.pending.pop(signal.id, None)
-        self.bus.publish(SignalChanged(signal=signal.model_copy(deep=True), transition=transition))
+        self.bus.publish(SignalChanged(signal=signal.model_copy(), transition=transition))
         if order is not None:
             self.bus.publish(OrderChanged(order=order.model_copy()))
         return transition
