@@ -10,6 +10,7 @@ order. Publishing from another thread is allowed: it is marshalled onto the bus'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -125,15 +126,11 @@ class EventBus:
         self._loop = loop or asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
 
-    def subscribe(
-        self, *types: type[E], coalesce: bool = True
-    ) -> Subscription[E]:
+    def subscribe(self, *types: type[E], coalesce: bool = True) -> Subscription[E]:
         """A new queue receiving the given event types (all events when none given)."""
         if self._loop is None:
-            try:
+            with contextlib.suppress(RuntimeError):
                 self.bind_loop()
-            except RuntimeError:
-                pass
         sub: Subscription[E] = Subscription(self, tuple(types) or None, coalesce)
         self._subs.append(sub)  # type: ignore[arg-type]
         return sub

@@ -201,7 +201,7 @@ class Settings(_Section):
     def _live_needs_opt_in(self) -> Settings:
         if self.trading.mode == "live" and not self.trading.live_confirm:
             raise ValueError(
-                "trading.mode = \"live\" needs trading.live_confirm = true in the config "
+                'trading.mode = "live" needs trading.live_confirm = true in the config '
                 "(an explicit opt-in to trade real money)"
             )
         return self
@@ -248,9 +248,9 @@ def mask_secret(value: str) -> str:
 # --------------------------------------------------------------------------- loading
 
 
-def find_config_file(explicit: str | os.PathLike[str] | None, cwd: Path | None = None) -> (
-    Path | None
-):
+def find_config_file(
+    explicit: str | os.PathLike[str] | None, cwd: Path | None = None
+) -> Path | None:
     if explicit:
         path = Path(explicit).expanduser()
         if not path.is_file():
@@ -310,7 +310,14 @@ def _merge(base: dict[str, Any], layer: Mapping[str, Any]) -> None:
 
 
 _TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "text"}
-_OPS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<", "min_length": "at least", "max_length": "at most"}
+_OPS = {
+    "ge": "≥",
+    "gt": ">",
+    "le": "≤",
+    "lt": "<",
+    "min_length": "at least",
+    "max_length": "at most",
+}
 
 
 def _describe_type(ann: Any) -> str:
@@ -367,7 +374,7 @@ def _format_errors(
             shown = json.dumps(value, default=str)
         if err["type"] == "extra_forbidden":
             lines.append(
-                f"unknown key {dotted} (from {origin}); {_allowed(Settings, loc[:-1] + ('?',))}"
+                f"unknown key {dotted} (from {origin}); {_allowed(Settings, (*loc[:-1], '?'))}"
             )
             continue
         msg = str(err["msg"]).removeprefix("Value error, ")

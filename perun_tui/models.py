@@ -173,8 +173,12 @@ SIGNAL_TRANSITIONS: dict[SignalStatus, frozenset[SignalStatus]] = {
 }
 
 OPEN_SIGNAL_STATUSES = frozenset(
-    {SignalStatus.PENDING, SignalStatus.APPROVED, SignalStatus.SUBMITTED,
-     SignalStatus.PARTIALLY_FILLED}
+    {
+        SignalStatus.PENDING,
+        SignalStatus.APPROVED,
+        SignalStatus.SUBMITTED,
+        SignalStatus.PARTIALLY_FILLED,
+    }
 )
 
 
@@ -224,9 +228,9 @@ class Signal(_Model):
     def can_move_to(self, new: SignalStatus) -> bool:
         return new in SIGNAL_TRANSITIONS[self.status]
 
-    def transition(self, new: SignalStatus, *, by: str, reason: str, at: datetime) -> (
-        SignalTransition
-    ):
+    def transition(
+        self, new: SignalStatus, *, by: str, reason: str, at: datetime
+    ) -> SignalTransition:
         """Move to ``new`` if the lifecycle allows it; returns the record to store."""
         if not self.can_move_to(new):
             raise IllegalTransition(
@@ -278,27 +282,56 @@ class OrderStatus(StrEnum):
 
 
 FINAL_ORDER_STATUSES = frozenset(
-    {OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED,
-     OrderStatus.FAILED}
+    {
+        OrderStatus.FILLED,
+        OrderStatus.CANCELED,
+        OrderStatus.EXPIRED,
+        OrderStatus.REJECTED,
+        OrderStatus.FAILED,
+    }
 )
 
 ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.INTENT: frozenset(
-        {OrderStatus.UNKNOWN, OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED,
-         OrderStatus.FILLED, OrderStatus.REJECTED, OrderStatus.FAILED, OrderStatus.CANCELED}
+        {
+            OrderStatus.UNKNOWN,
+            OrderStatus.NEW,
+            OrderStatus.PARTIALLY_FILLED,
+            OrderStatus.FILLED,
+            OrderStatus.REJECTED,
+            OrderStatus.FAILED,
+            OrderStatus.CANCELED,
+        }
     ),
     OrderStatus.UNKNOWN: frozenset(
-        {OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED,
-         OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED, OrderStatus.FAILED,
-         OrderStatus.UNKNOWN}
+        {
+            OrderStatus.NEW,
+            OrderStatus.PARTIALLY_FILLED,
+            OrderStatus.FILLED,
+            OrderStatus.CANCELED,
+            OrderStatus.EXPIRED,
+            OrderStatus.REJECTED,
+            OrderStatus.FAILED,
+            OrderStatus.UNKNOWN,
+        }
     ),
     OrderStatus.NEW: frozenset(
-        {OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED,
-         OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED}
+        {
+            OrderStatus.NEW,
+            OrderStatus.PARTIALLY_FILLED,
+            OrderStatus.FILLED,
+            OrderStatus.CANCELED,
+            OrderStatus.EXPIRED,
+            OrderStatus.REJECTED,
+        }
     ),
     OrderStatus.PARTIALLY_FILLED: frozenset(
-        {OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED, OrderStatus.CANCELED,
-         OrderStatus.EXPIRED}
+        {
+            OrderStatus.PARTIALLY_FILLED,
+            OrderStatus.FILLED,
+            OrderStatus.CANCELED,
+            OrderStatus.EXPIRED,
+        }
     ),
     OrderStatus.FILLED: frozenset(),
     OrderStatus.CANCELED: frozenset(),

@@ -15,8 +15,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
-from perun_tui.models import Account, Bar, MarketClock, Order, OrderRequest, OrderUpdate
-from perun_tui.models import Position, Quote
+from perun_tui.models import (
+    Account,
+    Bar,
+    MarketClock,
+    Order,
+    OrderRequest,
+    OrderUpdate,
+    Position,
+    Quote,
+)
 
 
 class BrokerError(Exception):
@@ -72,9 +80,9 @@ class Broker(Protocol):
         """Latest quote per symbol; symbols the broker does not know are absent."""
         ...
 
-    async def history(self, symbols: list[str], timeframe_minutes: int, n: int) -> (
-        dict[str, list[Bar]]
-    ):
+    async def history(
+        self, symbols: list[str], timeframe_minutes: int, n: int
+    ) -> dict[str, list[Bar]]:
         """Up to ``n`` most recent bars per symbol, oldest first."""
         ...
 

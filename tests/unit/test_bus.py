@@ -7,7 +7,7 @@ import threading
 from datetime import UTC, datetime
 
 from perun_tui.bus import EventBus
-from perun_tui.events import LogEvent, Level, QuotesUpdated, ReasoningDelta
+from perun_tui.events import Level, LogEvent, QuotesUpdated, ReasoningDelta
 from perun_tui.models import Quote
 
 T0 = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)

@@ -122,9 +122,21 @@ def test_cli_exits_2_before_writing_anything(tmp_path: Path) -> None:
     data = tmp_path / "data"
     path = write(tmp_path, f'[storage]\npath = "{data}"\n[risk]\nmax_open_positions = -1\n')
     proc = subprocess.run(
-        [sys.executable, "-m", "perun_tui.cli", "--config", str(path), "run", "--headless",
-         "--cycles", "1"],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "perun_tui.cli",
+            "--config",
+            str(path),
+            "run",
+            "--headless",
+            "--cycles",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
     )
     assert proc.returncode == 2
     assert "risk.max_open_positions = -1" in proc.stderr
