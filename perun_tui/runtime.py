@@ -52,7 +52,7 @@ def build_broker(
         )
     from perun_tui.brokers.alpaca import AlpacaBroker
 
-    return AlpacaBroker(settings)
+    return AlpacaBroker(settings, calendar=calendar)
 
 
 def build_analyst(settings: Settings) -> tuple[Analyst, Analyst | None]:
@@ -71,7 +71,7 @@ async def build_runtime(
     max_cycles: int | None = None,
     clock: Clock | None = None,
     bus: EventBus | None = None,
-    quote_interval_s: float = 1.0,
+    quote_interval_s: float | None = None,
 ) -> Runtime:
     register_secrets(settings.secret_values())
     bus = bus or EventBus()
@@ -82,6 +82,9 @@ async def build_runtime(
             if settings.trading.mode == "sim"
             else WallClock()
         )
+    if quote_interval_s is None:
+        # the sim costs nothing per quote; Alpaca allows ~200 requests/min per account
+        quote_interval_s = 1.0 if settings.trading.mode == "sim" else 5.0
     memory = await Memory.open(settings.database_path())
     try:
         broker = build_broker(settings, clock, calendar, memory)
