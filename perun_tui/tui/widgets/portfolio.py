@@ -1,0 +1,146 @@
+"""Portfolio panel: account summary, positions (diffed by symbol) and open orders."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import DataTable, Static
+
+from perun_tui.events import PortfolioUpdated
+from perun_tui.models import Order, Position
+from perun_tui.tui.format import money, qty, signed_money, signed_pct
+from perun_tui.tui.widgets.tones import tone
+
+_COLUMNS = (
+    ("Symbol", "sym", False),
+    ("Qty", "qty", True),
+    ("Avg", "avg", True),
+    ("Value", "value", True),
+    ("P&L", "pl", True),
+    ("P&L %", "plpct", True),
+)
+_COMPACT = frozenset({"sym", "qty", "avg", "pl"})
+
+
+class PortfolioPanel(Vertical):
+    BORDER_TITLE = "Portfolio"
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._positions: dict[str, Position] = {}
+        self._cells: dict[tuple[str, str], str] = {}
+        self._compact = False
+        self._last: PortfolioUpdated | None = None
+        self._statics: dict[str, object] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Static("waiting for the account…", id="account")
+        table: DataTable[Text] = DataTable(id="positions", cursor_type="none")
+        table.can_focus = False
+        yield table
+        yield Static("", id="orders")
+
+    @property
+    def table(self) -> DataTable[Text]:
+        return self.query_one("#positions", DataTable)
+
+    def on_mount(self) -> None:
+        self._build()
+
+    def set_compact(self, compact: bool) -> None:
+        if compact != self._compact:
+            self._compact = compact
+            self._build()
+            if self._last is not None:
+                self.update_portfolio(self._last)
+
+    def _build(self) -> None:
+        table = self.table
+        table.clear(columns=True)
+        self._cells.clear()
+        self._positions.clear()
+        for label, key, _ in _COLUMNS:
+            if not self._compact or key in _COMPACT:
+                table.add_column(label, key=key)
+
+    def update_portfolio(self, event: PortfolioUpdated) -> None:
+        self._last = event
+        a = event.account
+        day = a.day_pl
+        day_style = tone(self, "success" if day > 0 else "error" if day < 0 else "")
+        places = 0 if self._compact else 2
+        summary = Text()
+        summary.append("equity ", style="dim")
+        summary.append(money(a.equity, places))
+        summary.append("  day ", style="dim")
+        summary.append(f"{signed_money(day)} ({signed_pct(a.day_pl_pct, 2)})", style=day_style)
+        summary.append("\ncash ", style="dim")
+        summary.append(money(a.cash, places))
+        summary.append("  buying power ", style="dim")
+        summary.append(money(a.buying_power, places))
+        self._update_static("account", summary)
+        self._update_positions(event.positions)
+        self._update_orders(event.open_orders)
+
+    def _update_positions(self, positions: list[Position]) -> None:
+        table = self.table
+        incoming = {p.symbol: p for p in positions if p.qty != 0}
+        for sym in list(self._positions):
+            if sym not in incoming:
+                table.remove_row(sym)
+                del self._positions[sym]
+                for cell in [c for c in self._cells if c[0] == sym]:
+                    del self._cells[cell]
+        for sym, pos in sorted(incoming.items()):
+            if sym not in self._positions:
+                table.add_row(*(Text("") for _ in table.columns), key=sym)
+            self._positions[sym] = pos
+            pl = pos.unrealized_pl
+            pl_tone = tone(self, "success" if pl > 0 else "error" if pl < 0 else "")
+            cells = {
+                "sym": (sym, ""),
+                "qty": (qty(pos.qty), ""),
+                "avg": (money(pos.avg_price), ""),
+                "value": (money(pos.market_value), ""),
+                "pl": (signed_money(pl), pl_tone),
+                "plpct": (signed_pct(pos.unrealized_pl_pct), pl_tone),
+            }
+            for col, (text, style) in cells.items():
+                if col not in table.columns:
+                    continue
+                stamp = f"{style}|{text}"
+                previous = self._cells.get((sym, col))
+                if previous == stamp:
+                    continue
+                self._cells[(sym, col)] = stamp
+                table.update_cell(
+                    sym,
+                    col,
+                    Text(text, style=style, justify="left" if col == "sym" else "right"),
+                    update_width=previous is None or len(stamp) > len(previous),
+                )
+
+    def _update_orders(self, orders: list[Order]) -> None:
+        if not orders:
+            self._update_static("orders", Text("no open orders", style="dim"))
+            return
+        parts: list[str] = []
+        for o in orders:
+            size = qty(o.qty) if o.qty is not None else f"${money(o.notional or 0, 0)}"
+            px = f" @ {money(o.limit_price)}" if o.limit_price else ""
+            parts.append(f"{o.side.value.upper()} {o.symbol} {size}{px} {o.status.value}")
+        text = Text(f"open orders ({len(orders)}): ", style="dim")
+        text.append(" · ".join(parts))
+        self._update_static("orders", text)
+
+    def _update_static(self, widget_id: str, text: Text) -> None:
+        """Only touch a Static when its content changed (an update re-lays it out)."""
+        stamp = (text.plain, tuple((sp.start, sp.end, str(sp.style)) for sp in text.spans))
+        if self._statics.get(widget_id) != stamp:
+            self._statics[widget_id] = stamp
+            self.query_one(f"#{widget_id}", Static).update(text)
+
+    @property
+    def positions(self) -> dict[str, Position]:
+        return dict(self._positions)
