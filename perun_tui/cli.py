@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("resume", parents=[common], help="clear a halt")
     report = sub.add_parser("report", parents=[common], help="performance report")
     report.add_argument("--json", action="store_true")
+    report.add_argument("--since", metavar="YYYY-MM-DD", help="first day (New York date)")
+    report.add_argument("--until", metavar="YYYY-MM-DD", help="last day (New York date)")
+    apply = sub.add_parser("apply", parents=[common], help="apply a suggestion by its id")
+    apply.add_argument("id", help="the id shown by `perun report`")
+    revert = sub.add_parser("revert", parents=[common], help="undo an applied change")
+    revert.add_argument("id", help="the change id shown by `perun report`")
     return parser
 
 
@@ -128,9 +134,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             reason = args.reason if command == "halt" else None
             return asyncio.run(set_halt(settings, reason))
         if command == "report":
-            from perun_tui.commands import run_report
+            from perun_tui.commands import report_range, run_report
 
-            return asyncio.run(run_report(settings, as_json=args.json))
+            since, until = report_range(args.since, args.until)
+            return asyncio.run(run_report(settings, as_json=args.json, since=since, until=until))
+        if command == "apply":
+            from perun_tui.commands import run_apply
+
+            return asyncio.run(run_apply(settings, args.id))
+        if command == "revert":
+            from perun_tui.commands import run_revert
+
+            return asyncio.run(run_revert(settings, args.id))
         return _run_tui(settings, args)
     except KeyboardInterrupt:
         return 0

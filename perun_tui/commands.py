@@ -9,15 +9,20 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable
+from datetime import date, datetime
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from perun_tui.config import Settings, mask_secret
+from perun_tui.config import ConfigError, Settings, mask_secret
 from perun_tui.daemon import HALT_KEY
 from perun_tui.redact import redact, register_secrets
+from perun_tui.report_view import render_report
+from perun_tui.services.history import session_bounds
 from perun_tui.services.memory import Memory
-from perun_tui.services.optimization import compute_metrics
+from perun_tui.services.optimization import performance_report
+from perun_tui.services.suggestions import SuggestionError, apply_suggestion, revert_change
 
 Check = tuple[str, bool, str]
 
@@ -131,36 +136,99 @@ async def set_halt(settings: Settings, reason: str | None) -> int:
     return 0
 
 
-async def run_report(settings: Settings, *, as_json: bool, console: Console | None = None) -> int:
-    memory = await Memory.open(settings.database_path())
+def report_range(
+    since: str | None, until: str | None
+) -> tuple[datetime | None, datetime | None]:
+    """`--since` / `--until` as New York calendar days (YYYY-MM-DD), both inclusive."""
+
+    def day(text: str, what: str) -> date:
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            raise ConfigError(f"--{what} {text!r} is not a date; use YYYY-MM-DD") from None
+
+    start = session_bounds(day(since, "since"))[0] if since else None
+    end = session_bounds(day(until, "until"))[1] if until else None
+    return start, end
+
+
+def _config_path(settings: Settings) -> Path | None:
+    """The config file the settings came from (where applied changes are written)."""
+    return None if settings.source == "defaults" else Path(settings.source)
+
+
+async def run_report(
+    settings: Settings,
+    *,
+    as_json: bool,
+    console: Console | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> int:
+    """`perun report [--json]`: every metric, the calibration table, frequency analysis
+    and suggestions, from this mode's database."""
+    path = settings.database_path()
+    if not path.exists():
+        print(f"no history yet for {settings.trading.mode} mode ({path}): run some cycles "
+              "first (`perun run --headless --cycles 5`)")
+        return 0
+    memory = await Memory.open(path)
     try:
-        curve = await memory.equity_curve()
-        fills = await memory.fills()
+        report = await performance_report(memory, settings, since=since, until=until)
     finally:
         await memory.close()
-    if not curve:
-        print("no history yet: run some cycles first (`perun run --headless --cycles 5`)")
-        return 0
-    at, equity = curve[-1]
-    metrics = compute_metrics(
-        at=at,
-        equity=equity,
-        cash=0.0,
-        positions=[],
-        fills=fills,
-        equity_curve=[e for _, e in curve],
-    )
     if as_json:
-        print(json.dumps(metrics.model_dump(mode="json")))
+        print(json.dumps(report.model_dump(mode="json"), indent=2))
         return 0
     console = console or Console()
-    table = Table(title=f"perun report ({settings.trading.mode})")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_row("equity", f"{metrics.equity:,.2f}")
-    table.add_row("realized P&L", f"{metrics.realized_pl:+,.2f}")
-    table.add_row("closed trades", str(metrics.trades))
-    table.add_row("win rate", f"{metrics.win_rate:.0%}")
-    table.add_row("max drawdown", f"{metrics.max_drawdown_pct:.2f}%")
-    console.print(table)
+    console.print(render_report(report, width=console.width))
+    if report.suggestions and any(s.key for s in report.suggestions):
+        console.print(
+            "Apply a suggestion with `perun apply <id>`, undo with `perun revert <change id>` "
+            "(or press o in the TUI).",
+            style="dim",
+        )
+    return 0
+
+
+async def run_apply(settings: Settings, suggestion_id: str, console: Console | None = None) -> int:
+    """`perun apply <id>`: apply one suggestion from a fresh report, recorded and reversible."""
+    console = console or Console()
+    memory = await Memory.open(settings.database_path())
+    try:
+        report = await performance_report(memory, settings)
+        found = next((s for s in report.suggestions if s.id == suggestion_id), None)
+        if found is None:
+            known = ", ".join(s.id for s in report.suggestions if s.key) or "none"
+            console.print(f"no current suggestion {suggestion_id} (current: {known})")
+            return 1
+        try:
+            change = await apply_suggestion(memory, settings, _config_path(settings), found)
+        except SuggestionError as exc:
+            console.print(f"not applied: {exc}")
+            return 1
+    finally:
+        await memory.close()
+    where = change.persisted_to or "this run only"
+    note = f" ({change.note})" if change.note else ""
+    console.print(
+        f"applied {change.id}: {change.key} {change.old} → {change.new}, written to {where}"
+        f"{note}. A running perun picks it up on restart; undo with `perun revert {change.id}`."
+    )
+    return 0
+
+
+async def run_revert(settings: Settings, change_id: str, console: Console | None = None) -> int:
+    """`perun revert <change id>`: put a recorded change's old value back."""
+    console = console or Console()
+    memory = await Memory.open(settings.database_path())
+    try:
+        try:
+            change = await revert_change(memory, settings, _config_path(settings), change_id)
+        except SuggestionError as exc:
+            console.print(f"not reverted: {exc}")
+            return 1
+    finally:
+        await memory.close()
+    console.print(f"reverted {change.id}: {change.key} is {change.old} again")
     return 0

@@ -28,13 +28,16 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 APP_NAME = "perun"
 TICKER_RE = re.compile(r"^[A-Z][A-Z0-9]{0,5}([.\-/][A-Z0-9]{1,3})?$")
-SECRET_KEYS = frozenset({("alpaca", "key_id"), ("alpaca", "secret_key")})
+SECRET_KEYS = frozenset(
+    {("alpaca", "key_id"), ("alpaca", "secret_key"), ("notify", "smtp_password")}
+)
 
 LEGACY_ENV: dict[str, tuple[str, str]] = {
     "APCA_API_KEY_ID": ("alpaca", "key_id"),
@@ -173,14 +176,148 @@ class StorageSettings(_Section):
     path: str = ""
 
 
+NOTIFY_EVENTS = (
+    "fills",
+    "rejections",
+    "halts",
+    "analysis_failures",
+    "daily_summary",
+    "pending",
+    "changes",
+)
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _split_list(v: Any) -> Any:
+    if isinstance(v, str):
+        text = v.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [s for s in re.split(r"[,\s]+", text) if s]
+    return v
+
+
+def _known_events(v: list[str]) -> list[str]:
+    out: list[str] = []
+    for raw in v:
+        name = raw.strip().lower()
+        if name not in NOTIFY_EVENTS:
+            raise ValueError(f"{raw!r} is not a notification event")
+        if name not in out:
+            out.append(name)
+    return out
+
+
 class NotifySettings(_Section):
     bell: bool = True
     webhook_url: str = ""
+    webhook_format: Literal["auto", "generic", "slack", "mattermost", "discord"] = "auto"
+    webhook_events: list[str] = Field(
+        default_factory=lambda: [
+            "fills", "rejections", "halts", "analysis_failures", "daily_summary", "changes"
+        ]
+    )
+    webhook_timeout_s: float = Field(5, gt=0, le=60)
+    email_to: list[str] = Field(default_factory=list)
+    email_from: str = ""
+    smtp_host: str = ""
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_user: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_starttls: bool = True
+    smtp_cafile: str = ""
+    smtp_timeout_s: float = Field(10, gt=0, le=120)
+    email_events: list[str] = Field(
+        default_factory=lambda: ["halts", "analysis_failures", "daily_summary"]
+    )
+    rate_limit_per_minute: int = Field(20, ge=1, le=1000)
+    dedup_window_s: float = Field(60, ge=0, le=86400)
+    daily_summary: bool = True
+
+    @field_validator("webhook_events", "email_events", "email_to", mode="before")
+    @classmethod
+    def _lists(cls, v: Any) -> Any:
+        return _split_list(v)
+
+    @field_validator("webhook_events", "email_events")
+    @classmethod
+    def _events(cls, v: list[str]) -> list[str]:
+        return _known_events(v)
+
+    @field_validator("email_to")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        for addr in v:
+            if not _EMAIL_RE.match(addr):
+                raise ValueError(f"{addr!r} is not an email address")
+        return v
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook(cls, v: str) -> str:
+        v = v.strip()
+        if v and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError("must be empty (off) or an http(s) URL")
+        return v
 
 
 class OptimizationSettings(_Section):
     every_cycles: int = Field(20, ge=1)
     auto_apply: bool = False
+    horizons: list[int] = Field(default_factory=lambda: [1, 5, 20], min_length=1, max_length=6)
+    primary_horizon: int = Field(5, ge=1, le=500)
+    min_samples: int = Field(8, ge=3, le=10000)
+    max_p_value: float = Field(0.5, gt=0, le=1)
+    auto_apply_keys: list[str] = Field(
+        default_factory=lambda: ["risk.min_confidence", "approval.auto_min_confidence"]
+    )
+    auto_max_p_value: float = Field(0.1, gt=0, le=1)
+    max_step_pct: float = Field(15, gt=0, le=100)
+    confidence_bounds: list[float] = Field(
+        default_factory=lambda: [0.5, 0.9], min_length=2, max_length=2
+    )
+    replay_steps: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=1, max_length=6)
+
+    @field_validator("horizons", "replay_steps", "auto_apply_keys", "confidence_bounds",
+                     mode="before")
+    @classmethod
+    def _lists(cls, v: Any) -> Any:
+        return _split_list(v)
+
+    @field_validator("horizons", "replay_steps")
+    @classmethod
+    def _steps(cls, v: list[int]) -> list[int]:
+        if any(h < 1 or h > 500 for h in v):
+            raise ValueError("each must be a whole number of cycles from 1 to 500")
+        return sorted(set(v))
+
+    @field_validator("confidence_bounds")
+    @classmethod
+    def _bounds(cls, v: list[float]) -> list[float]:
+        lo, hi = v
+        if not 0 <= lo < hi <= 1:
+            raise ValueError("must be [low, high] with 0 ≤ low < high ≤ 1")
+        return v
+
+    @field_validator("auto_apply_keys")
+    @classmethod
+    def _keys(cls, v: list[str]) -> list[str]:
+        for key in v:
+            section, _, name = key.partition(".")
+            model = Settings.model_fields.get(section)
+            ann = model.annotation if model is not None else None
+            if not (isinstance(ann, type) and issubclass(ann, BaseModel)
+                    and name in ann.model_fields):
+                raise ValueError(f"{key!r} is not a settings key (section.key)")
+        return v
+
+    @field_validator("primary_horizon")
+    @classmethod
+    def _primary_in_horizons(cls, v: int, info: ValidationInfo) -> int:
+        horizons = info.data.get("horizons")
+        if horizons is not None and v not in horizons:
+            raise ValueError(f"must be one of optimization.horizons {horizons}")
+        return v
 
 
 class Settings(_Section):
@@ -320,12 +457,24 @@ _OPS = {
 }
 
 
-def _describe_type(ann: Any) -> str:
+_LIST_NAMES = {
+    "symbols": "a list of tickers",
+    "webhook_events": "a list of events (" + ", ".join(NOTIFY_EVENTS) + ")",
+    "email_events": "a list of events (" + ", ".join(NOTIFY_EVENTS) + ")",
+    "email_to": "a list of email addresses",
+    "auto_apply_keys": "a list of settings keys (section.key)",
+    "horizons": "a list of cycle counts",
+    "replay_steps": "a list of cycle counts",
+    "confidence_bounds": "[low, high] between 0 and 1",
+}
+
+
+def _describe_type(ann: Any, field: str = "") -> str:
     args = get_args(ann)
     if get_origin(ann) is Literal:
         return "one of " + ", ".join(json.dumps(a) for a in args)
     if get_origin(ann) is list:
-        return "a list of tickers"
+        return _LIST_NAMES.get(field, "a list")
     name = getattr(ann, "__name__", str(ann))
     return _TYPE_NAMES.get(name, name)
 
@@ -349,7 +498,7 @@ def _allowed(model: type[BaseModel], loc: tuple[str | int, ...]) -> str:
                 if value is not None:
                     item = "item(s)" if "length" in attr else ""
                     bounds.append(f"{op} {value}{(' ' + item) if item else ''}")
-        return _describe_type(ann) + (" " + ", ".join(bounds) if bounds else "")
+        return _describe_type(ann, str(part)) + (" " + ", ".join(bounds) if bounds else "")
     return "see perun.toml for the documented keys"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from perun_tui.brokers.base import Broker
 from perun_tui.bus import EventBus
@@ -16,7 +17,8 @@ from perun_tui.market_hours import Clock, SimClock, TradingCalendar, WallClock, 
 from perun_tui.redact import register_secrets
 from perun_tui.services.ai import AnalysisService
 from perun_tui.services.memory import Memory
-from perun_tui.services.notification import BusNotifier, LogNotifier, NotificationService
+from perun_tui.services.notification import NotificationService, build_notification_service
+from perun_tui.services.optimization import DailySummary, Optimizer
 from perun_tui.services.risk import RiskPolicy
 
 
@@ -29,8 +31,16 @@ class Runtime:
     clock: Clock
     calendar: TradingCalendar
     daemon: OrchestrationDaemon
+    notifications: NotificationService
+    optimizer: Optimizer
+    summary: DailySummary
 
     async def close(self) -> None:
+        # summaries and queued notifications first: they read memory and need the loop
+        with contextlib.suppress(Exception):
+            await self.summary.wait()
+        await self.optimizer.aclose()
+        await self.notifications.aclose()
         with contextlib.suppress(Exception):
             await self.broker.close()
         await self.memory.close()
@@ -92,7 +102,11 @@ async def build_runtime(
     except Exception:
         await memory.close()
         raise
-    notifications = NotificationService([BusNotifier(bus), LogNotifier()])
+    notifications = build_notification_service(settings, bus)
+    config_path = None if settings.source == "defaults" else Path(settings.source)
+    optimizer = Optimizer(memory, settings, notifications, settings_path=config_path)
+    summary = DailySummary(memory, notifications, enabled=settings.notify.daily_summary)
+    summary.attach(bus)
     daemon = OrchestrationDaemon(
         settings=settings,
         bus=bus,
@@ -101,6 +115,7 @@ async def build_runtime(
         analysis=AnalysisService(settings, bus, primary, fallback),
         policy=RiskPolicy(settings.risk),
         notifications=notifications,
+        optimizer=optimizer,
         clock=clock,
         calendar=calendar,
         every_s=every_s,
@@ -115,4 +130,7 @@ async def build_runtime(
         clock=clock,
         calendar=calendar,
         daemon=daemon,
+        notifications=notifications,
+        optimizer=optimizer,
+        summary=summary,
     )

@@ -52,6 +52,7 @@ from perun_tui.tui.screens.confirm import ConfirmModal
 from perun_tui.tui.screens.details import DetailsChoice, DetailsView, SignalDetailsModal
 from perun_tui.tui.screens.errors import ErrorsModal
 from perun_tui.tui.screens.help import HelpScreen, KeyRow
+from perun_tui.tui.screens.performance import PerformanceScreen
 from perun_tui.tui.widgets.log_panel import LogPanel
 from perun_tui.tui.widgets.market import MarketPanel
 from perun_tui.tui.widgets.portfolio import PortfolioPanel
@@ -101,6 +102,9 @@ COMMANDS: tuple[Command, ...] = (
             "halted"),
     Command("l", "log_level", "Log", "Cycle the log filter: debug, info, warning, error"),
     Command("e", "errors", "Errors", "Show the recent errors in full", show=False),
+    Command("o", "performance", "Perf",
+            "Performance: metrics, equity vs benchmark, calibration, suggestions to apply",
+            show=False),
     Command("left_square_bracket", "prev_cycle", "Prev cycle",
             "Reasoning: show the previous cycle", show=False, key_display="["),
     Command("right_square_bracket", "next_cycle", "Next cycle",
@@ -360,6 +364,8 @@ class MainScreen(Screen[None]):
             return state is DaemonState.HALTED
         if action == "cycle_now":
             return True if ready and state is DaemonState.WAITING else None
+        if action == "performance":
+            return True if getattr(self.daemon, "optimizer", None) is not None else None
         return True
 
     # ------------------------------------------------------------------ commands
@@ -543,6 +549,11 @@ class MainScreen(Screen[None]):
 
     async def action_next_cycle(self) -> None:
         await self.reasoning.step(+1)
+
+    def action_performance(self) -> None:
+        optimizer = getattr(self.daemon, "optimizer", None)
+        if optimizer is not None:
+            self.app.push_screen(PerformanceScreen(optimizer))
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen(help_rows(), _HELP_INTRO))

@@ -1,0 +1,1 @@
+"""Remote notifiers: webhook (generic JSON, Slack, Mattermost, Discord) and email (SMTP)."""

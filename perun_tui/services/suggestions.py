@@ -1,0 +1,691 @@
+"""Suggestions: concrete parameter changes with the evidence behind them.
+
+Each suggestion names a settings key, its current and proposed value, and a sentence of
+evidence from the scored history ("signals with confidence < 0.65 lost in 14 of 20
+cases ..."), with the sign-test p-value that says how far chance alone could explain it.
+
+A change is applied only on confirmation (``apply_suggestion``), or automatically when
+``optimization.auto_apply`` is on and the change stays within the configured bounds (an
+allowed key, a small step, strong enough evidence, never one a person reverted). Every
+change is recorded — old, new, why, when, by whom — in the state table and can be undone
+with ``revert_change``. The running settings object is updated in place (pydantic
+validates the value), and the config file is edited line by line so its comments survive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from perun_tui.config import LEGACY_ENV, OptimizationSettings, Settings
+from perun_tui.services.memory import Memory
+from perun_tui.services.scoring import (
+    GroupScore,
+    HorizonStats,
+    SignalScoring,
+    band_stats,
+    binomial_p_value,
+)
+
+CHANGES_KEY = "optimization.changes"
+DISMISSED_KEY = "optimization.dismissed"
+RESTART_KEYS = frozenset({"trading.symbols"})  # copied at start-up by the daemon
+
+Strength = Literal["strong", "moderate", "weak"]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Suggestion(_Out):
+    id: str
+    kind: str
+    key: str | None = None  # None: advice without a single setting to change
+    old: Any = None
+    new: Any = None
+    why: str
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    p_value: float | None = None
+    strength: Strength = "weak"
+    auto_ok: bool = False  # may be applied automatically under the current settings
+    auto_note: str = ""  # why it may not be
+    restart: bool = False  # takes effect after a restart
+
+    @property
+    def applicable(self) -> bool:
+        return self.key is not None
+
+    def describe(self) -> str:
+        if self.key is None:
+            return self.why
+        return f"{self.key}: {_show(self.old)} → {_show(self.new)} — {self.why}"
+
+
+class ParameterChange(_Out):
+    id: str
+    suggestion_id: str | None = None
+    key: str
+    old: Any
+    new: Any
+    why: str
+    at: datetime
+    by: str  # "user" or "auto"
+    persisted_to: str | None = None  # the config file edited, None: this run only
+    note: str = ""
+    reverted_at: datetime | None = None
+    reverted_by: str | None = None
+
+
+_CHANGES = TypeAdapter(list[ParameterChange])
+
+
+class SuggestionError(ValueError):
+    """The suggestion cannot be applied (stale, invalid value, ...); the message says why."""
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def strength_of(p: float | None) -> Strength:
+    if p is None:
+        return "weak"
+    if p <= 0.05:
+        return "strong"
+    if p <= 0.2:
+        return "moderate"
+    return "weak"
+
+
+def _sid(kind: str, key: str | None, new: Any) -> str:
+    text = f"{kind}|{key}|{json.dumps(new, sort_keys=True, default=str)}"
+    return "g" + hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def get_value(settings: Settings, key: str) -> Any:
+    section, _, name = key.partition(".")
+    return getattr(getattr(settings, section), name)
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def _losses_sentence(label: str, st: HorizonStats, horizon: str) -> str:
+    losses = st.n - st.hits
+    mean = st.mean_return_pct or 0.0
+    return (
+        f"{label} lost in {losses} of {st.n} cases at {horizon} cycles "
+        f"(mean {mean:+.2f}%)"
+    )
+
+
+def _threshold_suggestion(
+    key: str, current: float, scoring: SignalScoring, opt: OptimizationSettings
+) -> Suggestion | None:
+    """Raise a confidence threshold past a band of losing signals, if there is one."""
+    lo_bound, hi_bound = opt.confidence_bounds
+    prim = scoring.primary
+    best: tuple[float, HorizonStats, HorizonStats, float] | None = None
+    for row in scoring.thresholds:
+        t = row.threshold
+        if t <= current + 1e-9 or t > hi_bound + 1e-9 or t < lo_bound - 1e-9:
+            continue
+        # the signals the change would cut: current ≤ confidence < t
+        cut = band_stats(scoring.bands, current, t)
+        kept = row.above
+        if cut.n < opt.min_samples or kept.n < max(3, opt.min_samples // 2):
+            continue
+        cut_mean = cut.mean_return_pct or 0.0
+        if cut_mean >= 0 or (cut.hit_rate or 0) >= 0.5:
+            continue
+        if (kept.mean_return_pct or 0.0) <= cut_mean:
+            continue
+        p = binomial_p_value(cut.hits, cut.n) or 1.0
+        if p > opt.max_p_value:
+            continue
+        avoided = -cut_mean * cut.n
+        if best is None or avoided > best[3]:
+            best = (t, cut, kept, avoided)
+    if best is None:
+        return None
+    t, cut, kept, _ = best
+    p_cut = binomial_p_value(cut.hits, cut.n)
+    why = (
+        _losses_sentence(f"signals with confidence {current:g}–{t:g}", cut, prim)
+        + f"; those at ≥ {t:g} won {kept.hits} of {kept.n} (mean "
+        f"{kept.mean_return_pct or 0:+.2f}%): raise {key} to {t:g}"
+    )
+    return Suggestion(
+        id=_sid("confidence_threshold", key, t),
+        kind="confidence_threshold",
+        key=key,
+        old=current,
+        new=t,
+        why=why,
+        evidence={"cut": cut.model_dump(), "kept": kept.model_dump(), "horizon": prim},
+        p_value=p_cut,
+        strength=strength_of(p_cut),
+    )
+
+
+def _symbol_suggestions(
+    scoring: SignalScoring,
+    realized: Mapping[str, float],
+    symbols: Sequence[str],
+    opt: OptimizationSettings,
+) -> list[Suggestion]:
+    out: list[Suggestion] = []
+    prim = scoring.primary
+    for group in scoring.by_symbol:
+        st = group.horizons.get(prim, HorizonStats())
+        sym = group.group
+        if sym not in symbols or len(symbols) <= 1 or st.n < opt.min_samples:
+            continue
+        p = binomial_p_value(st.hits, st.n)
+        losing = (st.hit_rate or 0) < 0.4 and (st.mean_return_pct or 0) < 0
+        if not losing or (p or 1) > opt.max_p_value:
+            continue
+        pl = realized.get(sym, 0.0)
+        if pl > 0:
+            continue
+        new = [s for s in symbols if s != sym]
+        out.append(
+            Suggestion(
+                id=_sid("drop_symbol", "trading.symbols", new),
+                kind="drop_symbol",
+                key="trading.symbols",
+                old=list(symbols),
+                new=new,
+                why=_losses_sentence(f"{sym} signals", st, prim)
+                + f", realized P&L {pl:+,.2f}: drop {sym} from trading.symbols",
+                evidence={"symbol": sym, "stats": st.model_dump(), "realized_pl": pl},
+                p_value=p,
+                strength=strength_of(p),
+                restart=True,
+            )
+        )
+    return out
+
+
+def _override_suggestion(
+    scoring: SignalScoring, settings: Settings, opt: OptimizationSettings
+) -> Suggestion | None:
+    o = scoring.overrides
+    if settings.approval.mode != "manual" or o.rejected_scored < opt.min_samples:
+        return None
+    p = binomial_p_value(o.person_right, o.rejected_scored)
+    if o.person_right / o.rejected_scored > 0.35 or (p or 1) > opt.max_p_value:
+        return None
+    return Suggestion(
+        id=_sid("approval_mode", "approval.mode", "threshold"),
+        kind="approval_mode",
+        key="approval.mode",
+        old=settings.approval.mode,
+        new="threshold",
+        why=(
+            f"of {o.rejected_scored} signals rejected by hand, {o.model_right} would have made "
+            f"money and only {o.person_right} would have lost (at {o.horizon} cycles): let "
+            f"signals at ≥ {settings.approval.auto_min_confidence:g} confidence through "
+            "automatically (approval.mode = threshold)"
+        ),
+        evidence=o.model_dump(),
+        p_value=p,
+        strength=strength_of(p),
+    )
+
+
+def _ttl_suggestion(scoring: SignalScoring, settings: Settings, opt: OptimizationSettings) -> (
+    Suggestion | None
+):
+    o = scoring.overrides
+    if o.expired < opt.min_samples:
+        return None
+    share = o.expired_would_have_won / o.expired
+    if share < 0.6:
+        return None
+    current = settings.approval.ttl_minutes
+    new = float(min(1440, current * 2))
+    if new <= current:
+        return None
+    p = binomial_p_value(o.expired_would_have_won, o.expired)
+    return Suggestion(
+        id=_sid("ttl", "approval.ttl_minutes", new),
+        kind="ttl",
+        key="approval.ttl_minutes",
+        old=current,
+        new=new,
+        why=(
+            f"{o.expired} signals expired waiting for approval and {o.expired_would_have_won} "
+            f"of them would have made money: give approvals more time "
+            f"(approval.ttl_minutes {current:g} → {new:g})"
+        ),
+        evidence={"expired": o.expired, "would_have_won": o.expired_would_have_won},
+        p_value=p,
+        strength=strength_of(p),
+    )
+
+
+def _action_advice(scoring: SignalScoring, opt: OptimizationSettings) -> list[Suggestion]:
+    out: list[Suggestion] = []
+    prim = scoring.primary
+    for group in scoring.by_action:
+        st = group.horizons.get(prim, HorizonStats())
+        if st.n < opt.min_samples or (st.hit_rate or 0) >= 0.4 or (st.mean_return_pct or 0) >= 0:
+            continue
+        p = binomial_p_value(st.hits, st.n)
+        if (p or 1) > opt.max_p_value:
+            continue
+        wrong = st.n - st.hits
+        if group.group == "sell":
+            why = (
+                f"sell signals were followed by a rise in {wrong} of {st.n} cases at {prim} "
+                f"cycles (mean {st.mean_return_pct or 0:+.2f}% for the call): exits come too "
+                "early — review the analyst's sell rules before trusting its exits"
+            )
+        else:
+            why = (
+                f"buy signals lost in {wrong} of {st.n} cases at {prim} cycles (mean "
+                f"{st.mean_return_pct or 0:+.2f}%): review the analyst's buy rules"
+            )
+        out.append(
+            Suggestion(
+                id=_sid("action", None, group.group),
+                kind="advice",
+                why=why,
+                evidence={"action": group.group, "stats": st.model_dump()},
+                p_value=p,
+                strength=strength_of(p),
+            )
+        )
+    return out
+
+
+def _calibration_advice(scoring: SignalScoring, opt: OptimizationSettings) -> Suggestion | None:
+    prim = scoring.primary
+    usable = [g for g in scoring.by_confidence if g.horizons[prim].n >= opt.min_samples]
+    if len(usable) < 2:
+        return None
+    low: GroupScore = usable[0]
+    high: GroupScore = usable[-1]
+    lo, hi = low.horizons[prim], high.horizons[prim]
+    if (hi.hit_rate or 0) >= (lo.hit_rate or 0) - 0.1:
+        return None
+    return Suggestion(
+        id=_sid("calibration", None, [low.group, high.group]),
+        kind="advice",
+        why=(
+            f"confidence does not rank outcomes: {high.group} signals were right "
+            f"{hi.hit_rate or 0:.0%} of {hi.n} times, {low.group} ones {lo.hit_rate or 0:.0%} "
+            f"of {lo.n} (at {prim} cycles) — do not rely on confidence thresholds; review the "
+            "analyst's prompt or model"
+        ),
+        evidence={"low": low.model_dump(), "high": high.model_dump()},
+        p_value=None,
+        strength="moderate",
+    )
+
+
+def _frequency_suggestion(frequency: Any, settings: Settings) -> Suggestion | None:
+    """From a ``FrequencyAnalysis``: only when a coarser frequency beat the noise."""
+    best = frequency.best_step
+    noise = frequency.noise_pct
+    if best is None or best == 1 or noise is None:
+        return None
+    runs = {r.step: r for r in frequency.replays}
+    base, alt = runs.get(1), runs.get(best)
+    if base is None or alt is None:
+        return None
+    diff = alt.total_return_pct - base.total_return_pct
+    if diff < noise or alt.trades < 3:
+        return None
+    current = settings.trading.frequency_minutes
+    new = min(390, current * best)
+    return Suggestion(
+        id=_sid("frequency", "trading.frequency_minutes", new),
+        kind="frequency",
+        key="trading.frequency_minutes",
+        old=current,
+        new=new,
+        why=(
+            f"replaying the stored prices every {new} min returned "
+            f"{alt.total_return_pct:+.2f}% vs {base.total_return_pct:+.2f}% every {current} "
+            f"min (noise ≈ ±{noise:.2f} points; see the frequency caveats)"
+        ),
+        evidence={"base": base.model_dump(), "alternative": alt.model_dump()},
+        p_value=None,
+        strength="weak",
+    )
+
+
+def make_suggestions(
+    scoring: SignalScoring,
+    settings: Settings,
+    *,
+    realized_by_symbol: Mapping[str, float] | None = None,
+    frequency: Any = None,
+    changes: Sequence[ParameterChange] = (),
+    dismissed: Sequence[str] = (),
+) -> list[Suggestion]:
+    """Every suggestion the evidence supports, strongest first, with ``auto_ok`` set."""
+    opt = settings.optimization
+    found: list[Suggestion | None] = [
+        _threshold_suggestion(
+            "risk.min_confidence", settings.risk.min_confidence, scoring, opt
+        ),
+    ]
+    if settings.approval.mode == "threshold":
+        found.append(
+            _threshold_suggestion(
+                "approval.auto_min_confidence",
+                settings.approval.auto_min_confidence,
+                scoring,
+                opt,
+            )
+        )
+    found.extend(
+        _symbol_suggestions(
+            scoring, realized_by_symbol or {}, settings.trading.symbols, opt
+        )
+    )
+    found.append(_override_suggestion(scoring, settings, opt))
+    found.append(_ttl_suggestion(scoring, settings, opt))
+    found.append(_calibration_advice(scoring, opt))
+    found.extend(_action_advice(scoring, opt))
+    if frequency is not None:
+        found.append(_frequency_suggestion(frequency, settings))
+    out = [s for s in found if s is not None and s.id not in dismissed]
+    for s in out:
+        s.auto_ok, s.auto_note = auto_allowed(s, settings, changes)
+    rank = {"strong": 0, "moderate": 1, "weak": 2}
+    out.sort(key=lambda s: (rank[s.strength], s.key is None, s.p_value or 1.0))
+    return out
+
+
+def auto_allowed(
+    suggestion: Suggestion, settings: Settings, changes: Sequence[ParameterChange] = ()
+) -> tuple[bool, str]:
+    """Whether ``optimization.auto_apply`` may apply it, and if not, why not."""
+    opt = settings.optimization
+    key = suggestion.key
+    if key is None:
+        return False, "advice only"
+    if key not in opt.auto_apply_keys:
+        return False, f"{key} is not in optimization.auto_apply_keys"
+    if suggestion.p_value is None or suggestion.p_value > opt.auto_max_p_value:
+        return False, (
+            f"evidence weaker than optimization.auto_max_p_value ({opt.auto_max_p_value:g})"
+        )
+    old, new = suggestion.old, suggestion.new
+    if not isinstance(old, int | float) or not isinstance(new, int | float):
+        return False, "only numeric values are changed automatically"
+    if old != 0 and abs(new - old) / abs(old) * 100 > opt.max_step_pct + 1e-9:
+        return False, f"step larger than optimization.max_step_pct ({opt.max_step_pct:g}%)"
+    if "confidence" in key:
+        lo, hi = opt.confidence_bounds
+        if not lo - 1e-9 <= new <= hi + 1e-9:
+            return False, f"outside optimization.confidence_bounds [{lo:g}, {hi:g}]"
+    for c in changes:
+        if c.key == key and c.new == new and c.reverted_at is not None:
+            return False, "a person reverted this change before"
+    return True, "within the auto-apply bounds"
+
+
+# --------------------------------------------------------------------------- the record
+
+
+async def load_changes(memory: Memory) -> list[ParameterChange]:
+    text = await memory.get_state(CHANGES_KEY)
+    return _CHANGES.validate_json(text) if text else []
+
+
+async def _save_changes(memory: Memory, changes: Sequence[ParameterChange]) -> None:
+    await memory.set_state(CHANGES_KEY, _CHANGES.dump_json(list(changes)).decode())
+
+
+async def load_dismissed(memory: Memory) -> list[str]:
+    text = await memory.get_state(DISMISSED_KEY)
+    data = json.loads(text) if text else []
+    return [str(x) for x in data] if isinstance(data, list) else []
+
+
+async def dismiss_suggestion(memory: Memory, suggestion_id: str) -> None:
+    ids = await load_dismissed(memory)
+    if suggestion_id not in ids:
+        ids.append(suggestion_id)
+        await memory.set_state(DISMISSED_KEY, json.dumps(ids[-500:]))
+
+
+def _env_override(key: str, environ: Mapping[str, str]) -> str | None:
+    section, _, name = key.partition(".")
+    env = f"PERUN_{section.upper()}__{name.upper()}"
+    if env in environ:
+        return env
+    for legacy, target in LEGACY_ENV.items():
+        if target == (section, name) and environ.get(legacy):
+            return legacy
+    return None
+
+
+def _set_live(settings: Settings, key: str, value: Any) -> None:
+    section, _, name = key.partition(".")
+    part = getattr(settings, section, None)
+    if part is None or name not in type(part).model_fields:
+        raise SuggestionError(f"unknown setting {key}")
+    try:
+        setattr(part, name, value)  # validate_assignment: bounds are checked here
+    except ValidationError as exc:
+        msg = exc.errors()[0]["msg"] if exc.errors() else str(exc)
+        raise SuggestionError(f"{key} = {_show(value)} is not allowed: {msg}") from None
+
+
+async def _change(
+    memory: Memory,
+    settings: Settings,
+    settings_path: Path | str | None,
+    *,
+    key: str,
+    expect: Any,
+    value: Any,
+    environ: Mapping[str, str] | None,
+) -> tuple[str | None, str]:
+    current = get_value(settings, key)
+    if current != expect:
+        raise SuggestionError(
+            f"{key} is now {_show(current)}, not {_show(expect)}: the suggestion is out of "
+            "date (run the analysis again)"
+        )
+    _set_live(settings, key, value)
+    notes: list[str] = []
+    persisted: str | None = None
+    if settings_path is not None:
+        try:
+            write_setting(Path(settings_path), key, value)
+            persisted = str(settings_path)
+        except (OSError, ValueError) as exc:
+            _set_live(settings, key, current)
+            raise SuggestionError(f"cannot write {key} to {settings_path}: {exc}") from exc
+    else:
+        notes.append("no config file: applies to this run only")
+    env = _env_override(key, os.environ if environ is None else environ)
+    if env:
+        notes.append(f"{env} in the environment overrides the file on the next start")
+    if key in RESTART_KEYS:
+        notes.append("takes effect after a restart")
+    return persisted, "; ".join(notes)
+
+
+async def apply_suggestion(
+    memory: Memory,
+    settings: Settings,
+    settings_path: Path | str | None,
+    suggestion: Suggestion,
+    *,
+    by: str = "user",
+    now: datetime | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ParameterChange:
+    """Apply one suggestion to the running settings and the config file, and record it."""
+    if suggestion.key is None:
+        raise SuggestionError("this suggestion is advice; there is no setting to change")
+    persisted, note = await _change(
+        memory, settings, settings_path,
+        key=suggestion.key, expect=suggestion.old, value=suggestion.new, environ=environ,
+    )
+    at = now or datetime.now(UTC)
+    changes = await load_changes(memory)
+    change = ParameterChange(
+        id=f"c{len(changes) + 1}-{suggestion.id}",
+        suggestion_id=suggestion.id,
+        key=suggestion.key,
+        old=suggestion.old,
+        new=suggestion.new,
+        why=suggestion.why,
+        at=at,
+        by=by,
+        persisted_to=persisted,
+        note=note,
+    )
+    changes.append(change)
+    await _save_changes(memory, changes)
+    return change
+
+
+async def revert_change(
+    memory: Memory,
+    settings: Settings,
+    settings_path: Path | str | None,
+    change_id: str,
+    *,
+    by: str = "user",
+    now: datetime | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ParameterChange:
+    """Put a recorded change's old value back (if nothing changed the key since)."""
+    changes = await load_changes(memory)
+    found = next((c for c in changes if c.id == change_id), None)
+    if found is None:
+        raise SuggestionError(f"no recorded change {change_id}")
+    if found.reverted_at is not None:
+        raise SuggestionError(f"change {change_id} was already reverted")
+    _, note = await _change(
+        memory, settings, settings_path,
+        key=found.key, expect=found.new, value=found.old, environ=environ,
+    )
+    found.reverted_at = now or datetime.now(UTC)
+    found.reverted_by = by
+    if note:
+        found.note = (found.note + "; " if found.note else "") + f"revert: {note}"
+    await _save_changes(memory, changes)
+    return found
+
+
+# --------------------------------------------------------------------------- config file
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise ValueError(f"cannot write {value!r} as a TOML value")
+
+
+_HEADER = re.compile(r"^\s*\[([A-Za-z0-9_.\-]+)\]\s*(#.*)?$")
+
+
+def _comment_start(text: str) -> int:
+    """Index of a trailing ``#`` comment outside quotes, or -1."""
+    quote: str | None = None
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\" and quote == '"':
+                i += 2
+                continue
+            if ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            return i
+        i += 1
+    return -1
+
+
+def set_toml_value(text: str, section: str, key: str, value: Any) -> str:
+    """``text`` with ``[section] key`` set to ``value``; comments and layout kept."""
+    lines = text.splitlines(keepends=True)
+    new_value = toml_value(value)
+    key_re = re.compile(rf"^(\s*{re.escape(key)}\s*=\s*)(.*?)(\r?\n)?$")
+    start = end = None
+    for i, line in enumerate(lines):
+        m = _HEADER.match(line)
+        if m:
+            if start is not None:
+                end = i
+                break
+            if m.group(1) == section:
+                start = i
+    if start is None:
+        sep = "" if not text or text.endswith("\n") else "\n"
+        return f"{text}{sep}\n[{section}]\n{key} = {new_value}\n"
+    end = len(lines) if end is None else end
+    last_key = start
+    for i in range(start + 1, end):
+        m = key_re.match(lines[i])
+        if m:
+            prefix, rest, newline = m.group(1), m.group(2), m.group(3) or ""
+            cut = _comment_start(rest)
+            if cut < 0:
+                lines[i] = f"{prefix}{new_value}{newline}"
+            else:
+                old_value = rest[:cut].rstrip()
+                gap = rest[len(old_value) : cut]
+                width = len(old_value) + len(gap)
+                padded = new_value.ljust(max(width, len(new_value) + 1))
+                lines[i] = f"{prefix}{padded}{rest[cut:]}{newline}"
+            return "".join(lines)
+        if lines[i].strip() and not lines[i].lstrip().startswith("#"):
+            last_key = i
+    insert = f"{key} = {new_value}\n"
+    if not lines[last_key].endswith("\n"):
+        lines[last_key] += "\n"
+    lines.insert(last_key + 1, insert)
+    return "".join(lines)
+
+
+def write_setting(path: Path, key: str, value: Any) -> None:
+    """Set ``key`` (``section.name``) in the TOML file at ``path``, atomically."""
+    section, _, name = key.partition(".")
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    updated = set_toml_value(text, section, name, value)
+    try:
+        parsed = tomllib.loads(updated)
+    except tomllib.TOMLDecodeError as exc:  # pragma: no cover - a bug in the editor
+        raise ValueError(f"editing {path} would break it: {exc}") from exc
+    if parsed.get(section, {}).get(name) != value:
+        raise ValueError(f"editing {path} did not set {key} (is the key defined twice?)")
+    tmp = path.with_name(path.name + ".perun-tmp")
+    tmp.write_text(updated, encoding="utf-8")
+    os.replace(tmp, path)

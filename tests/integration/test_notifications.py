@@ -1,0 +1,439 @@
+"""Notifications against loopback receivers: an HTTP server (stdlib) and an SMTP server
+(aiosmtpd), both on 127.0.0.1. Nothing reaches the internet."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from perun_tui.bus import EventBus
+from perun_tui.config import Settings, load_settings
+from perun_tui.events import CycleFinished, Level, LogEvent, Notification, OrderChanged
+from perun_tui.models import Order, OrderStatus, Side
+from perun_tui.runtime import build_runtime
+from perun_tui.services.memory import EXCHANGE_TZ, Memory
+from perun_tui.services.notification import (
+    Category,
+    NotificationService,
+    build_notification_service,
+    category_of,
+)
+from perun_tui.services.notifiers.email import EmailNotifier
+from perun_tui.services.notifiers.webhook import WebhookNotifier, detect_style
+from perun_tui.services.optimization import DailySummary
+
+# --------------------------------------------------------------------------- receivers
+
+
+class Receiver:
+    """A loopback HTTP server recording every JSON body POSTed to it."""
+
+    def __init__(self, status: int = 200, delay_s: float = 0.0) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.paths: list[str] = []
+        self.status = status
+        self.delay_s = delay_s
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                if outer.delay_s:
+                    time.sleep(outer.delay_s)
+                outer.bodies.append(body)
+                outer.paths.append(self.path)
+                self.send_response(outer.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}/hook"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/hook"  # nothing listens there any more
+
+
+async def wait_for(predicate: Any, within_s: float = 5.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def note(title: str, message: str, *tags: str, level: Level = Level.INFO) -> Notification:
+    return Notification(title=title, message=message, level=level, tags=tags)
+
+
+# --------------------------------------------------------------------------- webhook shapes
+
+
+@pytest.mark.parametrize(
+    ("style", "check"),
+    [
+        ("generic", lambda b: b["title"] == "Filled" and b["category"] == "fills"
+         and b["source"] == "perun" and b["message"] == "BUY AAPL 10 @ 100.00"),
+        ("slack", lambda b: set(b) == {"text"} and b["text"].startswith("*Perun (sim) · Filled*")),
+        ("mattermost", lambda b: b["text"].startswith("**Perun (sim) · Filled**")
+         and b["username"] == "Perun"),
+        ("discord", lambda b: b["content"].startswith("**Perun (sim) · Filled**")
+         and b["allowed_mentions"] == {"parse": []}),
+    ],
+)
+async def test_webhook_payload_shapes(receiver: Receiver, style: str, check: Any) -> None:
+    hook = WebhookNotifier(receiver.url, style=style)
+    try:
+        await hook.send(note("Filled", "BUY AAPL 10 @ 100.00", "fill"))
+    finally:
+        await hook.aclose()
+    assert len(receiver.bodies) == 1 and check(receiver.bodies[0])
+
+
+def test_style_detection() -> None:
+    assert detect_style("https://hooks.slack.com/services/T/B/x") == "slack"
+    assert detect_style("https://discord.com/api/webhooks/1/abc") == "discord"
+    assert detect_style("https://chat.example.com/hooks/abc123") == "mattermost"
+    assert detect_style("https://example.com/perun") == "generic"
+
+
+def test_categories_from_daemon_tags() -> None:
+    assert category_of(note("Filled", "x", "fill")) is Category.FILLS
+    assert category_of(note("Halted", "x", "halt")) is Category.HALTS
+    assert category_of(note("Analysis failed", "x", "analysis")) is Category.ANALYSIS_FAILURES
+    assert category_of(note("x", "y")) is Category.OTHER
+
+
+# --------------------------------------------------------------------------- the service
+
+
+async def test_notify_never_waits_for_a_slow_receiver() -> None:
+    slow = Receiver(delay_s=1.0)
+    hook = WebhookNotifier(slow.url, timeout_s=0.3)
+    service = NotificationService([hook], rate_limit_per_minute=100)
+    try:
+        started = time.perf_counter()
+        await service.notify("Filled", "BUY A 1 @ 1.00", Level.INFO, "fill")
+        assert time.perf_counter() - started < 0.05  # queued, not sent inline
+        await wait_for(lambda: service.stats()[hook.name]["failures"] == 1)
+    finally:
+        await service.aclose(timeout_s=1)
+        slow.close()
+
+
+async def test_filters_and_dedup(receiver: Receiver) -> None:
+    hook = WebhookNotifier(receiver.url, events=["halts", "fills"])
+    service = NotificationService([hook], rate_limit_per_minute=100, dedup_window_s=60)
+    await service.notify("Filled", "BUY A 1 @ 1.00", Level.INFO, "fill")
+    await service.notify("Filled", "BUY A 1 @ 1.00", Level.INFO, "fill")  # duplicate
+    await service.notify("Signals awaiting approval", "2 new", Level.INFO, "pending")
+    await service.notify("Halted", "kill switch", Level.ERROR, "halt")
+    await service.aclose()
+    assert [b["title"] for b in receiver.bodies] == ["Filled", "Halted"]
+
+
+async def test_rate_limit_holds_the_excess_for_one_digest(receiver: Receiver) -> None:
+    now = [1000.0]
+    hook = WebhookNotifier(receiver.url)
+    service = NotificationService(
+        [hook], rate_limit_per_minute=3, dedup_window_s=0, clock=lambda: now[0]
+    )
+    for i in range(7):
+        await service.notify("Filled", f"BUY A {i} @ 1.00", Level.INFO, "fill")
+    await wait_for(lambda: len(receiver.bodies) == 3)
+    await asyncio.sleep(0.2)
+    assert len(receiver.bodies) == 3  # the window is full: the rest is held
+    now[0] += 61  # the window moves on
+    await wait_for(lambda: len(receiver.bodies) == 4)
+    digest = receiver.bodies[3]
+    assert digest["title"] == "4 notifications (rate limited)"
+    assert digest["message"].count("BUY A") == 4
+    await service.aclose()
+
+
+async def test_failure_logged_once_then_recovery(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = EventBus()
+    logs = bus.subscribe(LogEvent)
+    receiver.status = 500
+    hook = WebhookNotifier(receiver.url)
+    service = NotificationService([hook], rate_limit_per_minute=100, bus=bus)
+    with caplog.at_level(logging.INFO, logger="perun.notify"):
+        for i in range(5):
+            await service.notify("Filled", f"BUY A {i}", Level.INFO, "fill")
+        await wait_for(lambda: service.stats()[hook.name]["failures"] == 5)
+        receiver.status = 200
+        await service.notify("Filled", "BUY A 99", Level.INFO, "fill")
+        await wait_for(lambda: service.stats()[hook.name]["delivered"] == 1)
+    await service.aclose()
+    failed = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(failed) == 1 and "HTTP 500" in failed[0].getMessage()
+    assert "/hook" not in failed[0].getMessage()  # the URL path may hold a token
+    messages = [e.message for e in logs.drain()]
+    assert sum("failed:" in m for m in messages) == 1
+    assert sum("works again" in m for m in messages) == 1
+
+
+async def test_order_rejections_are_watched(receiver: Receiver) -> None:
+    bus = EventBus()
+    hook = WebhookNotifier(receiver.url, events=["rejections"])
+    service = NotificationService([hook], rate_limit_per_minute=100)
+    service.watch(bus)
+    order = Order(client_order_id="c1", symbol="AAPL", side=Side.BUY, qty=5,
+                  status=OrderStatus.REJECTED, reason="insufficient buying power")
+    bus.publish(OrderChanged(order=order))
+    bus.publish(OrderChanged(order=order.model_copy(update={"status": OrderStatus.FILLED})))
+    await wait_for(lambda: len(receiver.bodies) == 1)
+    await service.aclose()
+    body = receiver.bodies[0]
+    assert body["title"] == "Order rejected" and body["category"] == "rejections"
+    assert body["message"] == "BUY AAPL 5: insufficient buying power"
+
+
+# --------------------------------------------------------------------------- the daemon
+
+
+def settings_for(tmp_path: Path, **env: str) -> Settings:
+    base = {
+        "PERUN_STORAGE__PATH": str(tmp_path / "data"),
+        "PERUN_LLM__PROVIDER": "rules",
+        "PERUN_RISK__COOLDOWN_MINUTES": "0",
+        "PERUN_APPROVAL__MODE": "auto",
+        "PERUN_NOTIFY__RATE_LIMIT_PER_MINUTE": "1000",
+    }
+    base.update(env)
+    return load_settings(env=base, cwd=tmp_path, use_dotenv=False)
+
+
+async def run_with_notifications(
+    settings: Settings, cycles: int
+) -> tuple[list[Any], NotificationService]:
+    """The runtime with its notification wiring (added here until runtime.py builds it)."""
+    runtime = await build_runtime(settings, every_s=0.01, max_cycles=cycles, quote_interval_s=0.05)
+    service: NotificationService | None = getattr(runtime, "notifications", None)
+    summary: DailySummary | None = getattr(runtime, "summary", None)
+    if service is None or summary is None:
+        service = build_notification_service(settings, runtime.bus)
+        runtime.daemon.notifications = service
+        summary = DailySummary(runtime.memory, service, enabled=settings.notify.daily_summary)
+        summary.attach(runtime.bus)
+    sub: Any = runtime.bus.subscribe(coalesce=False)
+    try:
+        await asyncio.wait_for(runtime.daemon.run(), 60)
+        await summary.wait()
+        await service.aclose()
+    finally:
+        await runtime.close()
+    return sub.drain(), service
+
+
+async def test_one_webhook_message_per_fill_and_one_daily_summary(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    settings = settings_for(tmp_path, PERUN_NOTIFY__WEBHOOK_URL=receiver.url)
+    events, _ = await run_with_notifications(settings, 30)  # 26 cycles a session: crosses one
+    async with await Memory.open(settings.database_path()) as memory:
+        fills = await memory.fills()
+    assert fills
+    by_category: dict[str, list[dict[str, Any]]] = {}
+    for body in receiver.bodies:
+        by_category.setdefault(body["category"], []).append(body)
+    assert len(by_category["fills"]) == len(fills)
+    expected = {f"{f.side.value.upper()} {f.symbol} {f.qty:g} @ {f.price:.2f}" for f in fills}
+    assert {b["message"] for b in by_category["fills"]} == expected
+    (summary,) = by_category["daily_summary"]
+    first_day = fills[0].ts.astimezone(EXCHANGE_TZ).date()
+    assert summary["title"] == f"Daily summary {first_day.isoformat()}"
+    assert "equity" in summary["message"] and "fill(s)" in summary["message"]
+    assert "pending" not in by_category  # not in the default webhook events
+    assert sum(isinstance(e, CycleFinished) for e in events) == 30
+
+
+async def test_receiver_down_cycles_carry_on_and_the_log_says_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings_for(tmp_path, PERUN_NOTIFY__WEBHOOK_URL=closed_port_url())
+    with caplog.at_level(logging.WARNING, logger="perun.notify"):
+        events, service = await run_with_notifications(settings, 12)
+    assert sum(isinstance(e, CycleFinished) for e in events) == 12
+    (name,) = [n for n in service.stats() if n.startswith("webhook")]
+    assert service.stats()[name]["failures"] >= 2  # it failed again and again ...
+    warned = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert len(warned) == 1  # ... and said so once
+    shown = [e for e in events if isinstance(e, LogEvent) and e.source == "notify"]
+    assert len(shown) == 1 and "cannot reach 127.0.0.1" in shown[0].message
+
+
+# --------------------------------------------------------------------------- email
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], bytes]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return "250 OK"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    crypto = pytest.importorskip("cryptography")
+    del crypto
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_email_over_starttls_with_login(tmp_path: Path) -> None:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    cert, key = self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    logins: list[tuple[str, str]] = []
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+        logins.append((data.login.decode(), data.password.decode()))
+        return AuthResult(success=data.password == b"s3cret")
+
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(
+        inbox, hostname="127.0.0.1", port=port, tls_context=server_tls, require_starttls=True,
+        authenticator=authenticator, auth_require_tls=True,
+    )
+    controller.start()
+    try:
+        mail = EmailNotifier(
+            host="127.0.0.1", port=port, sender="perun@example.com",
+            recipients=["me@example.com"], user="perun", password="s3cret",
+            starttls=True, cafile=str(cert), timeout_s=5,
+        )
+        await mail.send(note("Halted", "daily loss limit", "halt", level=Level.ERROR))
+    finally:
+        controller.stop()
+    assert logins == [("perun", "s3cret")]
+    ((sender, rcpts, content),) = inbox.messages
+    assert sender == "perun@example.com" and rcpts == ["me@example.com"]
+    text = content.decode()
+    assert "Subject: [Perun sim] Halted" in text and "daily loss limit" in text
+
+
+async def test_email_refuses_a_server_without_starttls_and_plain_relay_works(
+    tmp_path: Path,
+) -> None:
+    from aiosmtpd.controller import Controller
+
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        tls = EmailNotifier(host="127.0.0.1", port=port, sender="p@example.com",
+                            recipients=["me@example.com"], timeout_s=5)
+        with pytest.raises(Exception, match="does not offer STARTTLS"):
+            await tls.send(note("x", "y"))
+        relay = EmailNotifier(host="127.0.0.1", port=port, sender="p@example.com",
+                              recipients=["me@example.com"], starttls=False, timeout_s=5)
+        service = NotificationService([relay])
+        await service.notify("Daily summary 2026-03-02", "equity 100,000", Level.INFO, "summary")
+        await service.aclose()
+    finally:
+        controller.stop()
+    assert len(inbox.messages) == 1
+    assert "Daily summary 2026-03-02" in inbox.messages[0][2].decode()
+
+
+def test_settings_build_the_configured_notifiers(tmp_path: Path) -> None:
+    settings = settings_for(
+        tmp_path,
+        PERUN_NOTIFY__WEBHOOK_URL="https://hooks.slack.com/services/T/B/x",
+        PERUN_NOTIFY__SMTP_HOST="127.0.0.1",
+        PERUN_NOTIFY__EMAIL_TO="me@example.com",
+        PERUN_NOTIFY__EMAIL_EVENTS="halts,daily_summary",
+        PERUN_NOTIFY__SMTP_PASSWORD="pw-never-shown",
+    )
+    service = build_notification_service(settings, EventBus())
+    names = [n.name for n in service.notifiers]
+    assert names == ["screen", "log", "webhook (slack, hooks.slack.com)", "email (127.0.0.1:587)"]
+    email = service.notifiers[3]
+    assert isinstance(email, EmailNotifier)
+    assert email.events == frozenset({Category.HALTS, Category.DAILY_SUMMARY})
+    assert "pw-never-shown" not in json.dumps(settings.redacted(), default=str)

@@ -1,0 +1,279 @@
+"""Signal scoring, calibration, overrides and suggestions, checked against hand-made cases."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from perun_tui.config import load_settings
+from perun_tui.models import Action, Signal, SignalStatus, SignalTransition
+from perun_tui.services.history import Point
+from perun_tui.services.memory import Memory
+from perun_tui.services.scoring import (
+    CLOSE,
+    REFUSED,
+    REJECTED,
+    TAKEN,
+    SignalScore,
+    band_stats,
+    binomial_p_value,
+    confidence_bucket,
+    score_signals,
+    summarize_scores,
+    track_records,
+)
+from perun_tui.services.suggestions import (
+    Suggestion,
+    SuggestionError,
+    apply_suggestion,
+    auto_allowed,
+    load_changes,
+    make_suggestions,
+    revert_change,
+    set_toml_value,
+)
+
+T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)  # Monday 09:30 New York
+NEXT_DAY = T0 + timedelta(days=1)
+
+
+def pt(cycle: int, at: datetime, prices: dict[str, float]) -> Point:
+    return Point(cycle=cycle, at=at, equity=1.0, cash=0.0, prices=prices)
+
+
+def sig(
+    n: int,
+    cycle: int,
+    action: Action,
+    price: float,
+    conf: float = 0.7,
+    symbol: str = "A",
+    status: SignalStatus = SignalStatus.FILLED,
+) -> Signal:
+    return Signal(
+        id=f"s{n}", cycle=cycle, symbol=symbol, action=action, confidence=conf,
+        rationale="", analyst="rules", created_at=T0 + timedelta(minutes=15 * (cycle - 1)),
+        price=price, status=status,
+    )
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def test_signals_scored_at_horizons_and_close() -> None:
+    prices = [100, 101, 99, 102, 104, 103]  # cycles 1..6, one session
+    points = [pt(i + 1, T0 + timedelta(minutes=15 * i), {"A": p}) for i, p in enumerate(prices)]
+    points.append(pt(7, NEXT_DAY, {"A": 110}))  # the next session starts: day 1 is closed
+    buy = sig(1, 1, Action.BUY, 100)
+    sell = sig(2, 2, Action.SELL, 101)
+    scores = score_signals([buy, sell], points, horizons=(1, 5))
+    b, s = scores
+    assert b.returns["+1"] == pytest.approx(1.0)  # 100 → 101
+    assert b.returns["+5"] == pytest.approx(3.0)  # 100 → 103
+    assert b.returns[CLOSE] == pytest.approx(3.0)  # last price of the session: 103
+    assert s.returns["+1"] == pytest.approx((1 - 99 / 101) * 100)  # fell: a right sell
+    assert s.returns["+5"] == pytest.approx(-(110 / 101 - 1) * 100)  # cycle 7
+    hold = sig(3, 1, Action.HOLD, 100)
+    assert score_signals([hold], points) == []  # holds are not ideas
+
+
+def test_unreached_horizons_and_open_sessions_are_unscored() -> None:
+    points = [pt(i + 1, T0 + timedelta(minutes=15 * i), {"A": 100 + i}) for i in range(3)]
+    (score,) = score_signals([sig(1, 2, Action.BUY, 101)], points, horizons=(1, 5))
+    assert score.returns["+1"] == pytest.approx(100 * (102 / 101 - 1))
+    assert score.returns["+5"] is None
+    assert score.returns[CLOSE] is None  # the session is not over yet
+
+
+def test_binomial_p_value_by_hand() -> None:
+    # 2 of 10: P(X ≤ 2) = (1 + 10 + 45) / 1024; two-sided doubles it
+    assert binomial_p_value(2, 10) == pytest.approx(2 * 56 / 1024)
+    assert binomial_p_value(5, 10) == 1.0
+    assert binomial_p_value(0, 0) is None
+
+
+def test_confidence_buckets() -> None:
+    assert confidence_bucket(0.45) == "< 0.50"
+    assert confidence_bucket(0.6) == "0.60–0.70"
+    assert confidence_bucket(0.95) == "≥ 0.90"
+
+
+def _scores(rows: Sequence[tuple[float, float | None, str, str]]) -> list[SignalScore]:
+    """(confidence, return at +5, disposition, decided_by) → scores."""
+    out = []
+    for i, (conf, ret, disp, by) in enumerate(rows):
+        s = sig(i, 1, Action.BUY, 100, conf=conf)
+        out.append(SignalScore(s, disp, by, {"+1": ret, "+5": ret, CLOSE: ret}))
+    return out
+
+
+def test_summary_groups_thresholds_and_overrides() -> None:
+    rows = [
+        (0.60, -1.0, TAKEN, "auto"), (0.60, -2.0, TAKEN, "auto"), (0.62, 1.0, TAKEN, "auto"),
+        (0.75, 2.0, TAKEN, "auto"), (0.80, 1.0, TAKEN, "auto"),
+        (0.70, -1.0, REJECTED, "user"),  # person right
+        (0.70, 3.0, REJECTED, "user"),  # model right
+        (0.90, None, REFUSED, "risk"),  # not reached yet
+    ]
+    sc = summarize_scores(_scores(rows), horizons=(1, 5), primary=5, min_samples=2)
+    assert sc.signals == 8 and sc.scored == 7
+    overall = sc.overall.horizons["+5"]
+    assert (overall.n, overall.hits) == (7, 4)
+    assert overall.mean_return_pct == pytest.approx(3.0 / 7)  # (-1-2+1+2+1-1+3) / 7
+    conf = {g.group: g.horizons["+5"] for g in sc.by_confidence}
+    assert (conf["0.60–0.70"].n, conf["0.60–0.70"].hits) == (3, 1)
+    assert conf["0.60–0.70"].mean_return_pct == pytest.approx(-2 / 3)
+    assert (conf["0.70–0.80"].n, conf["0.70–0.80"].hits) == (3, 2)
+    row = {r.threshold: r for r in sc.thresholds}[0.7]
+    assert (row.below.n, row.below.hits, row.above.n, row.above.hits) == (3, 1, 4, 3)
+    o = sc.overrides
+    assert (o.rejected, o.rejected_scored, o.person_right, o.model_right) == (2, 2, 1, 1)
+    band = band_stats(sc.bands, 0.6, 0.7)
+    assert (band.n, band.hits) == (3, 1)
+    assert band.mean_return_pct == pytest.approx(-2 / 3)
+    assert "higher confidence did better" in sc.calibration
+    disp = {g.group: g.signals for g in sc.by_disposition}
+    assert disp == {TAKEN: 5, REFUSED: 1, REJECTED: 2}
+
+
+def test_decided_by_and_disposition_from_transitions() -> None:
+    points = [pt(i + 1, T0 + timedelta(minutes=15 * i), {"A": 100.0}) for i in range(3)]
+    s = sig(1, 1, Action.BUY, 100, status=SignalStatus.REJECTED)
+    t = [
+        SignalTransition(signal_id="s1", old=SignalStatus.PROPOSED, new=SignalStatus.PENDING,
+                         by="risk", reason="", at=T0),
+        SignalTransition(signal_id="s1", old=SignalStatus.PENDING, new=SignalStatus.REJECTED,
+                         by="user", reason="no", at=T0),
+    ]
+    (score,) = score_signals([s], points, {"s1": t}, horizons=(1,))
+    assert (score.disposition, score.decided_by) == (REJECTED, "user")
+
+
+def test_track_records() -> None:
+    rows = [(0.7, 1.0, TAKEN, "auto"), (0.7, -3.0, TAKEN, "auto")]
+    rec = track_records(_scores(rows), horizon=5)["A"]
+    assert (rec.signals, rec.hit_rate, rec.mean_return_pct) == (2, 0.5, -1.0)
+    assert rec.describe() == "A: 2 past signals, 50% right at +5 cycles, mean -1.00%"
+
+
+# --------------------------------------------------------------------------- suggestions
+
+
+def settings_for(tmp_path: Path, **env: str):  # type: ignore[no-untyped-def]
+    base = {"PERUN_STORAGE__PATH": str(tmp_path / "data")}
+    base.update(env)
+    return load_settings(env=base, cwd=tmp_path, use_dotenv=False)
+
+
+def _losing_low_band() -> list[SignalScore]:
+    # 0.55–0.65: 2 wins, 10 losses (mean -1%); ≥ 0.65: 8 wins, 2 losses (mean +1%)
+    rows = [(0.58, 1.0, TAKEN, "auto")] * 2 + [(0.6, -1.5, TAKEN, "auto")] * 10
+    rows += [(0.7, 1.5, TAKEN, "auto")] * 8 + [(0.7, -1.0, TAKEN, "auto")] * 2
+    return _scores(rows)
+
+
+def test_threshold_suggestion_with_evidence(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    sc = summarize_scores(_losing_low_band(), horizons=(1, 5), primary=5, min_samples=8)
+    found = make_suggestions(sc, settings)
+    thr = next(s for s in found if s.key == "risk.min_confidence")
+    assert (thr.old, thr.new) == (0.55, 0.65)
+    assert "lost in 10 of 12 cases" in thr.why and "raise risk.min_confidence to 0.65" in thr.why
+    assert thr.p_value == pytest.approx(binomial_p_value(2, 12))  # 2 × 79 / 4096 ≈ 0.039
+    assert thr.strength == "strong"
+    # 0.55 → 0.65 is an 18% step, over the default 15% max_step_pct
+    assert thr.auto_ok is False and "max_step_pct" in thr.auto_note
+    wider = settings_for(tmp_path, PERUN_OPTIMIZATION__MAX_STEP_PCT="20")
+    assert auto_allowed(thr, wider) == (True, "within the auto-apply bounds")
+
+
+def test_no_suggestion_without_enough_evidence(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    rows = [(0.6, -1.0, TAKEN, "auto")] * 3 + [(0.7, 1.0, TAKEN, "auto")] * 3
+    sc = summarize_scores(_scores(rows), horizons=(1, 5), primary=5, min_samples=8)
+    assert [s for s in make_suggestions(sc, settings) if s.key] == []
+
+
+def test_symbol_and_override_suggestions(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    losers = []
+    for i in range(10):
+        s = sig(i, 1, Action.BUY, 100, symbol="MSFT")
+        losers.append(SignalScore(s, TAKEN, "auto", {"+5": -1.0 if i < 9 else 1.0}))
+    rejected = []
+    for i in range(10):
+        s = sig(100 + i, 1, Action.BUY, 100, symbol="AAPL", status=SignalStatus.REJECTED)
+        rejected.append(SignalScore(s, REJECTED, "user", {"+5": 1.0 if i < 9 else -1.0}))
+    sc = summarize_scores([*losers, *rejected], horizons=(5,), primary=5, min_samples=8)
+    found = {s.kind: s for s in make_suggestions(sc, settings, realized_by_symbol={"MSFT": -5})}
+    drop = found["drop_symbol"]
+    assert drop.new == ["AAPL", "NVDA", "SPY"] and drop.restart
+    assert "MSFT signals lost in 9 of 10 cases" in drop.why
+    mode = found["approval_mode"]
+    assert (mode.old, mode.new) == ("manual", "threshold")
+    assert "9 would have made money and only 1 would have lost" in mode.why
+
+
+def test_set_toml_value_keeps_comments_and_layout() -> None:
+    text = (
+        "# top\n[risk]\nmin_confidence = 0.55         # ideas below are refused\n"
+        "cooldown_minutes = 60\n\n[approval]\nmode = \"manual\"  # how\n"
+    )
+    out = set_toml_value(text, "risk", "min_confidence", 0.65)
+    assert "min_confidence = 0.65         # ideas below are refused\n" in out  # same column
+    longer = set_toml_value(text, "risk", "min_confidence", 0.655)
+    assert "min_confidence = 0.655        # ideas below are refused\n" in longer
+    assert out.startswith("# top\n[risk]\n")
+    out = set_toml_value(out, "approval", "mode", "threshold")
+    assert 'mode = "threshold" # how' in out  # longer: one space before the comment
+    out = set_toml_value(out, "approval", "ttl_minutes", 30.0)  # a key not in the file yet
+    out = set_toml_value(out, "trading", "symbols", ["AAPL", "SPY"])  # a missing section
+    data = tomllib.loads(out)
+    assert data["risk"] == {"min_confidence": 0.65, "cooldown_minutes": 60}
+    assert data["approval"] == {"mode": "threshold", "ttl_minutes": 30.0}
+    assert data["trading"]["symbols"] == ["AAPL", "SPY"]
+
+
+async def test_apply_and_revert_are_recorded(tmp_path: Path) -> None:
+    config = tmp_path / "perun.toml"
+    config.write_text("[risk]\nmin_confidence = 0.55  # gate\n")
+    settings = load_settings(config, env={"PERUN_STORAGE__PATH": str(tmp_path)},
+                             use_dotenv=False)
+    suggestion = Suggestion(
+        id="gtest", kind="confidence_threshold", key="risk.min_confidence", old=0.55, new=0.6,
+        why="signals below 0.6 lost", p_value=0.01, strength="strong",
+    )
+    at = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)
+    async with await Memory.open(tmp_path / "p.db") as memory:
+        change = await apply_suggestion(memory, settings, config, suggestion, now=at, environ={})
+        assert settings.risk.min_confidence == 0.6  # the running settings
+        assert tomllib.loads(config.read_text())["risk"]["min_confidence"] == 0.6
+        assert "# gate" in config.read_text()
+        assert (change.key, change.old, change.new, change.by, change.at) == (
+            "risk.min_confidence", 0.55, 0.6, "user", at,
+        )
+        assert change.why == "signals below 0.6 lost" and change.persisted_to == str(config)
+        with pytest.raises(SuggestionError, match="out of date"):
+            await apply_suggestion(memory, settings, config, suggestion, environ={})
+        reverted = await revert_change(memory, settings, config, change.id, environ={})
+        assert reverted.reverted_at is not None and settings.risk.min_confidence == 0.55
+        assert tomllib.loads(config.read_text())["risk"]["min_confidence"] == 0.55
+        (stored,) = await load_changes(memory)
+        assert stored.reverted_by == "user"
+        with pytest.raises(SuggestionError, match="already reverted"):
+            await revert_change(memory, settings, config, change.id, environ={})
+        # a change a person reverted is never applied automatically again
+        again = suggestion.model_copy()
+        assert auto_allowed(again, settings, [stored])[0] is False
+        # values outside the setting's bounds are refused before anything is written
+        bad = suggestion.model_copy(update={"new": 1.5})
+        with pytest.raises(SuggestionError, match="not allowed"):
+            await apply_suggestion(memory, settings, config, bad, environ={})
+        assert settings.risk.min_confidence == 0.55
+        env = {"PERUN_RISK__MIN_CONFIDENCE": "0.55"}
+        noted = await apply_suggestion(memory, settings, None, suggestion, environ=env)
+        assert "this run only" in noted.note and "PERUN_RISK__MIN_CONFIDENCE" in noted.note
