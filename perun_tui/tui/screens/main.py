@@ -52,7 +52,6 @@ from perun_tui.tui.screens.confirm import ConfirmModal
 from perun_tui.tui.screens.details import DetailsChoice, DetailsView, SignalDetailsModal
 from perun_tui.tui.screens.errors import ErrorsModal
 from perun_tui.tui.screens.help import HelpScreen, KeyRow
-from perun_tui.tui.screens.performance import PerformanceScreen
 from perun_tui.tui.widgets.log_panel import LogPanel
 from perun_tui.tui.widgets.market import MarketPanel
 from perun_tui.tui.widgets.portfolio import PortfolioPanel
@@ -553,6 +552,9 @@ class MainScreen(Screen[None]):
     def action_performance(self) -> None:
         optimizer = getattr(self.daemon, "optimizer", None)
         if optimizer is not None:
+            # imported on first use: the analysis stack stays off the path to the first frame
+            from perun_tui.tui.screens.performance import PerformanceScreen
+
             self.app.push_screen(PerformanceScreen(optimizer))
 
     def action_help(self) -> None:
