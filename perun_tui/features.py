@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from itertools import pairwise
+from math import isfinite
+from operator import attrgetter, sub
 
 from perun_tui.llm.base import SymbolFeatures
 from perun_tui.models import Bar, Quote
@@ -25,6 +27,9 @@ RSI_PERIOD = 14
 VOL_WINDOW = 20
 # Wilder's smoothing forgets geometrically ((13/14)^100 < 0.1%): older bars cannot matter
 RSI_LOOKBACK = 120
+
+_CLOSE = attrgetter("close")
+_VOLUME = attrgetter("volume")
 
 
 def _finite(x: float, default: float = 0.0) -> float:
@@ -83,20 +88,20 @@ def rsi(series: Sequence[float], period: int = RSI_PERIOD) -> float:
     """
     if len(series) < 2:
         return 50.0
-    diffs = [b - a for a, b in pairwise(series)]
+    diffs = list(map(sub, series[1:], series[:-1]))  # b - a for each step a → b
     first = min(period, len(diffs))
     head = diffs[:first]
-    avg_gain = sum(d for d in head if d > 0) / first
-    avg_loss = -sum(d for d in head if d < 0) / first
+    avg_gain = sum([d for d in head if d > 0]) / first
+    avg_loss = -sum([d for d in head if d < 0]) / first
     keep = (period - 1) / period
     step = 1.0 / period
     for d in diffs[first:]:
-        avg_gain *= keep
-        avg_loss *= keep
         if d > 0:
-            avg_gain += d * step
+            avg_gain = avg_gain * keep + d * step
+            avg_loss *= keep
         else:
-            avg_loss -= d * step
+            avg_gain *= keep
+            avg_loss = avg_loss * keep - d * step
     if avg_loss <= 0:
         return 50.0 if avg_gain <= 0 else 100.0
     if avg_gain <= 0:
@@ -107,9 +112,9 @@ def rsi(series: Sequence[float], period: int = RSI_PERIOD) -> float:
 def compute_features(symbol: str, bars: Sequence[Bar], quote: Quote | None) -> SymbolFeatures:
     """Features for one symbol from its bars (oldest first) and latest quote."""
     recent = bars[-RSI_LOOKBACK:]
-    closes = [b.close for b in recent]
-    if not closes or min(closes) <= 0 or not math.isfinite(sum(closes)):
-        closes = [c for c in closes if math.isfinite(c) and c > 0]  # drop broken bars
+    closes = list(map(_CLOSE, recent))
+    if not closes or min(closes) <= 0 or not isfinite(sum(closes)):
+        closes = [c for c in closes if isfinite(c) and c > 0]  # drop broken bars
     live = quote_price(quote)
     if closes:
         if live > 0:
@@ -131,12 +136,12 @@ def compute_features(symbol: str, bars: Sequence[Bar], quote: Quote | None) -> S
         fast = slow = zscore = trend = 0.0
 
     tail = closes[-(VOL_WINDOW + 1) :]
-    rets = [(tail[i] / tail[i - 1] - 1.0) * 100.0 for i in range(1, len(tail))]
+    rets = [(b / a - 1.0) * 100.0 for a, b in pairwise(tail)]
     volatility = sstdev(rets)
 
-    volumes = [b.volume for b in bars[-VOL_WINDOW:]]
-    if volumes and (min(volumes) < 0 or not math.isfinite(sum(volumes))):
-        volumes = [v for v in volumes if math.isfinite(v) and v >= 0]
+    volumes = list(map(_VOLUME, bars[-VOL_WINDOW:]))
+    if volumes and (min(volumes) < 0 or not isfinite(sum(volumes))):
+        volumes = [v for v in volumes if isfinite(v) and v >= 0]
     avg_volume = mean(volumes)
     # no volume information at all: neutral 1.0
     volume_ratio = volumes[-1] / avg_volume if volumes and avg_volume > 0 else 1.0

@@ -18,7 +18,9 @@
   one: today's holdings with the later fills taken back, marked at that close.
 * State (cash, positions, orders, fills, realized P&L) is saved to the optional
   :class:`SimStore` after every change that matters (placement, fill, cancel, expiry) and
-  loaded in ``start()`` (or lazily on the first call), so a restart carries on.
+  loaded in ``start()`` (or lazily on the first call), so a restart carries on. A store
+  that takes JSON text (:class:`SimJsonStore`, e.g. the memory service) gets
+  ``state_json()``, where final orders and fills are encoded once, not at every save.
 
 State format (``SimBroker.state()``, JSON-safe, ``version`` 1)::
 
@@ -38,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import json
 import logging
 import math
 import uuid
@@ -84,6 +87,13 @@ class SimStore(Protocol):
     async def load_sim_state(self) -> dict[str, Any] | None: ...
 
     async def save_sim_state(self, state: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class SimJsonStore(SimStore, Protocol):
+    """A store that takes the state as ready-made JSON text (``SimBroker.state_json``)."""
+
+    async def save_sim_state_json(self, text: str) -> None: ...
 
 
 @dataclass(slots=True)
@@ -145,6 +155,20 @@ def _parse(t: str | None) -> dt.datetime | None:
     return None if t is None else dt.datetime.fromisoformat(t)
 
 
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _order_entry(rec: _OrderRec) -> dict[str, Any]:
+    return {
+        "order": rec.order.model_dump(mode="json"),
+        "time_in_force": rec.time_in_force,
+        "expires_at": _iso(rec.expires_at),
+        "scanned_until": _iso(rec.scanned_until),
+        "fill_count": rec.fill_count,
+    }
+
+
 def _ceil_minute(t: dt.datetime) -> dt.datetime:
     floor = t.replace(second=0, microsecond=0)
     return floor if floor == t else floor + _MINUTE
@@ -180,6 +204,13 @@ class SimBroker:
         self._fees = 0.0
         self._positions: dict[str, _Holding] = {}
         self._orders: dict[str, _OrderRec] = {}  # by client_order_id, in creation order
+        # the orders that may still be open (finals are dropped lazily, see _open_recs):
+        # resting-order work and buying power look at these, not at every order ever made
+        self._open: dict[str, _OrderRec] = {}
+        # persisted state, piece by piece as JSON text: final orders and fills never
+        # change, so each is encoded once (see state_json)
+        self._final_json: dict[str, str] = {}
+        self._fills_json: list[str] = []
         self._by_broker_id: dict[str, str] = {}
         self._fills: list[Fill] = []
         self._processed_until: dt.datetime | None = None
@@ -231,14 +262,7 @@ class SimBroker:
         async with self._lock:
             now = await self._sync()
             session = self.calendar.current_session(now)
-            out: dict[str, Quote] = {}
-            for sym in symbols:
-                if not self.market.knows(sym):
-                    continue
-                quote = self.market.quote(sym, now, session)
-                if quote is not None:
-                    out[sym] = quote
-            return out
+            return self.market.quotes([s for s in symbols if self.market.knows(s)], now, session)
 
     async def history(
         self, symbols: list[str], timeframe_minutes: int, n: int
@@ -270,21 +294,22 @@ class SimBroker:
     async def account(self) -> Account:
         async with self._lock:
             now = await self._sync()
-            equity = self._cash + self._market_value(now)
+            marks = self._marks(now)
+            equity = self._cash + self._market_value(now, marks)
             return Account(
                 cash=round(self._cash, 2),
                 equity=round(equity, 2),
-                buying_power=round(self._buying_power(now), 2),
+                buying_power=round(self._buying_power(now, marks), 2),
                 last_equity=round(self._last_equity(now), 2),
             )
 
     async def positions(self) -> list[Position]:
         async with self._lock:
             now = await self._sync()
-            session = self.calendar.current_session(now)
+            marks = self._marks(now)
             out: list[Position] = []
             for sym, h in self._positions.items():
-                price = self._mark(sym, now, session)
+                price = marks[sym]
                 out.append(
                     Position(
                         symbol=sym, qty=h.qty, avg_price=round(h.avg_price, 6),
@@ -307,7 +332,7 @@ class SimBroker:
     async def open_orders(self) -> list[Order]:
         async with self._lock:
             await self._sync()
-            return [r.order.model_copy() for r in self._orders.values() if not r.order.is_final]
+            return [r.order.model_copy() for r in self._open_recs()]
 
     async def order_by_client_id(self, client_order_id: str) -> Order | None:
         async with self._lock:
@@ -428,6 +453,7 @@ class SimBroker:
                 scanned_until=_ceil_minute(now),
             )
             self._orders[req.client_order_id] = rec
+            self._open[req.client_order_id] = rec
             self._by_broker_id[order.broker_order_id] = req.client_order_id
             self._publish("new", order)
             if marketable:
@@ -449,40 +475,41 @@ class SimBroker:
 
     def _reserved_cash(self) -> float:
         total = 0.0
-        for rec in self._orders.values():
+        for rec in self._open_recs():
             o = rec.order
-            if not o.is_final and o.side is Side.BUY and o.limit_price is not None:
+            if o.side is Side.BUY and o.limit_price is not None:
                 total += rec.remaining * o.limit_price * (1 + self.fee_bps / 10_000)
         return total
 
     def _available_qty(self, symbol: str) -> float:
         held = self._positions[symbol].qty if symbol in self._positions else 0.0
-        for rec in self._orders.values():
+        for rec in self._open_recs():
             o = rec.order
-            if not o.is_final and o.side is Side.SELL and o.symbol == symbol:
+            if o.side is Side.SELL and o.symbol == symbol:
                 held -= rec.remaining
         return held
 
-    def _mark(self, symbol: str, now: dt.datetime, session: Session | None) -> float:
-        state = self.market.last_trade(symbol, now, session)
-        if state is None:
-            h = self._positions.get(symbol)
-            return h.avg_price if h else 0.0
-        return state[0]
+    def _marks(self, now: dt.datetime) -> dict[str, float]:
+        """``_mark`` of every position, in one pass."""
+        if not self._positions:
+            return {}
+        session = self.calendar.current_session(now)
+        prices = self.market.last_prices(self._positions, now, session)
+        return {s: prices.get(s, h.avg_price) for s, h in self._positions.items()}
 
-    def _market_value(self, now: dt.datetime) -> float:
+    def _market_value(self, now: dt.datetime, marks: dict[str, float] | None = None) -> float:
         if not self._positions:
             return 0.0
-        session = self.calendar.current_session(now)
-        return sum(h.qty * self._mark(s, now, session) for s, h in self._positions.items())
+        marks = self._marks(now) if marks is None else marks
+        return sum(h.qty * marks[s] for s, h in self._positions.items())
 
-    def _buying_power(self, now: dt.datetime) -> float:
+    def _buying_power(self, now: dt.datetime, marks: dict[str, float] | None = None) -> float:
         bp = self._cash - self._reserved_cash()
         if self.allow_short and self._positions:
-            session = self.calendar.current_session(now)
+            marks = self._marks(now) if marks is None else marks
             for sym, h in self._positions.items():
                 if h.qty < 0:
-                    bp -= -h.qty * self._mark(sym, now, session)
+                    bp -= -h.qty * marks[sym]
         return max(0.0, bp)
 
     def _last_equity(self, now: dt.datetime) -> float:
@@ -554,6 +581,7 @@ class SimBroker:
         o.status = OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED
         o.updated_at = at
         self._fills.append(fill)
+        self._fills_json.append(_json(fill.model_dump(mode="json")))
         self._dirty = True
         self._publish("fill" if done else "partial_fill", o, fill)
 
@@ -590,7 +618,17 @@ class SimBroker:
         return now
 
     def _open_recs(self) -> list[_OrderRec]:
-        return [r for r in self._orders.values() if not r.order.is_final]
+        """Orders not final yet, in creation order (and forget the ones that became final)."""
+        out: list[_OrderRec] = []
+        done: list[str] = []
+        for cid, rec in self._open.items():
+            if rec.order.is_final:
+                done.append(cid)
+            else:
+                out.append(rec)
+        for cid in done:
+            del self._open[cid]
+        return out
 
     def _process_until(self, now: dt.datetime) -> None:
         t = self._processed_until
@@ -679,19 +717,41 @@ class SimBroker:
                 sym: {"qty": h.qty, "avg_price": h.avg_price, "opened_at": _iso(h.opened_at)}
                 for sym, h in self._positions.items()
             },
-            "orders": [
-                {
-                    "order": r.order.model_dump(mode="json"),
-                    "time_in_force": r.time_in_force,
-                    "expires_at": _iso(r.expires_at),
-                    "scanned_until": _iso(r.scanned_until),
-                    "fill_count": r.fill_count,
-                }
-                for r in self._orders.values()
-            ],
+            "orders": [_order_entry(r) for r in self._orders.values()],
             "fills": [f.model_dump(mode="json") for f in self._fills],
             "processed_until": _iso(self._processed_until),
         }
+
+    def state_json(self) -> str:
+        """``state()`` as compact JSON text, built from pieces: an order that is final and
+        every fill are encoded once and reused, so a save costs little more than the
+        open orders, however long the history."""
+        orders: list[str] = []
+        for cid, rec in self._orders.items():
+            text = self._final_json.get(cid)
+            if text is None:
+                text = _json(_order_entry(rec))
+                if rec.order.is_final:  # nothing of it changes any more
+                    self._final_json[cid] = text
+            orders.append(text)
+        head = {
+            "version": STATE_VERSION,
+            "seed": self.seed,
+            "starting_cash": self.starting_cash,
+            "cash": self._cash,
+            "realized_pl": self._realized,
+            "fees": self._fees,
+            "positions": {
+                sym: {"qty": h.qty, "avg_price": h.avg_price, "opened_at": _iso(h.opened_at)}
+                for sym, h in self._positions.items()
+            },
+        }
+        return (
+            _json(head)[:-1]
+            + ',"orders":[' + ",".join(orders)
+            + '],"fills":[' + ",".join(self._fills_json)
+            + '],"processed_until":' + _json(_iso(self._processed_until)) + "}"
+        )
 
     def _restore(self, state: dict[str, Any]) -> None:
         version = state.get("version")
@@ -714,6 +774,8 @@ class SimBroker:
             for sym, p in state.get("positions", {}).items()
         }
         self._orders = {}
+        self._open = {}
+        self._final_json = {}
         self._by_broker_id = {}
         for item in state.get("orders", []):
             order = Order.model_validate(item["order"])
@@ -727,9 +789,12 @@ class SimBroker:
                 fill_count=int(item.get("fill_count", 0)),
             )
             self._orders[order.client_order_id] = rec
+            if not order.is_final:
+                self._open[order.client_order_id] = rec
             if order.broker_order_id:
                 self._by_broker_id[order.broker_order_id] = order.client_order_id
         self._fills = [Fill.model_validate(f) for f in state.get("fills", [])]
+        self._fills_json = [_json(f.model_dump(mode="json")) for f in self._fills]
         self._processed_until = _parse(state.get("processed_until"))
 
     async def _ensure_loaded(self) -> None:
@@ -747,7 +812,10 @@ class SimBroker:
         if self.store is None:
             return
         try:
-            await self.store.save_sim_state(self.state())
+            if isinstance(self.store, SimJsonStore):
+                await self.store.save_sim_state_json(self.state_json())
+            else:
+                await self.store.save_sim_state(self.state())
         except Exception:  # the account stays in memory; the next change saves again
             self._dirty = True
             log.exception("could not save the sim state")

@@ -26,6 +26,7 @@ import datetime as dt
 import hashlib
 import math
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,10 +148,11 @@ class SessionPath:
     close: FloatArray
     volume: FloatArray
     vol_mult: float
-
-    @property
-    def minutes(self) -> int:
-        return int(self.close.shape[0])
+    # the same closes and volumes as Python floats: quotes read one at a time, and a
+    # list index is far cheaper than a numpy scalar
+    closes: list[float]
+    volumes: list[float]
+    minutes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +161,7 @@ class _Agg:
 
     start: dt.datetime
     tf: int
+    ts: list[dt.datetime]  # each bar's start
     open: list[float]
     high: list[float]
     low: list[float]
@@ -191,6 +194,7 @@ class SimMarket:
         self._path_cache = path_cache
         self._agg_cache = agg_cache
         self._prev: dict[dt.date, Session | None] = {}  # session date -> previous session
+        self._close_prices: dict[tuple[str, dt.date], float] = {}
 
     # ----------------------------------------------------------------------- symbols
 
@@ -288,8 +292,12 @@ class SimMarket:
         return REGIME_NAMES[int(self._chain(symbol, i).regime[i])]
 
     def session_close_price(self, symbol: str, session: Session) -> float:
-        i = weekday_index(session.date)
-        return float(math.exp(self._chain(symbol, i).close_log[i]))
+        key = (symbol, session.date)
+        price = self._close_prices.get(key)
+        if price is None:
+            i = weekday_index(session.date)
+            price = self._close_prices[key] = float(math.exp(self._chain(symbol, i).close_log[i]))
+        return price
 
     # ----------------------------------------------------------------------- sessions
 
@@ -371,7 +379,9 @@ class SimMarket:
             * (0.8 + 0.2 * np.abs(z)) * (1.0 + jumpy)
         )
         volume = np.maximum(np.rint(volume), 100.0)
-        return SessionPath(session, opens, high, low, close, volume, vm)
+        return SessionPath(
+            session, opens, high, low, close, volume, vm, close.tolist(), volume.tolist(), m
+        )
 
     # ----------------------------------------------------------------------- quotes
 
@@ -385,22 +395,65 @@ class SimMarket:
         state = self.last_trade(symbol, at, session)
         if state is None:
             return None
-        last, volume, ts, vm = state
+        return self._quote(symbol, *state)
+
+    def quotes(
+        self, symbols: Iterable[str], at: dt.datetime, session: Session | None
+    ) -> dict[str, Quote]:
+        """``quote(symbol, at, session)`` of many symbols (those that have one), with the
+        per-call work done once."""
+        if session is None or not self.covers(session):
+            out: dict[str, Quote] = {}
+            for sym in symbols:
+                quote = self.quote(sym, at, session)
+                if quote is not None:
+                    out[sym] = quote
+            return out
+        done = int((at - session.open).total_seconds() // 60)
+        quotes: dict[str, Quote] = {}
+        for sym in symbols:
+            path = self.path(sym, session)
+            k = min(done, path.minutes)
+            if k <= 0:
+                state = (float(path.open[0]), path.volumes[0], session.open, path.vol_mult)
+            else:
+                state = (path.closes[k - 1], path.volumes[k - 1], session.open + _MINUTES[k],
+                         path.vol_mult)
+            quotes[sym] = self._quote(sym, *state)
+        return quotes
+
+    def _quote(
+        self, symbol: str, last: float, volume: float, ts: dt.datetime, vm: float
+    ) -> Quote:
         half = self.half_spread(symbol, last, vm)
         bid = math.floor((last - half) * 100) / 100
         ask = math.ceil((last + half) * 100) / 100
         if ask - bid < 0.01:
             ask = bid + 0.01
-        return Quote.model_validate(
-            {
-                "symbol": symbol,
-                "ts": ts,
-                "bid": round(bid, 2),
-                "ask": round(ask, 2),
-                "last": round(last, 4),
-                "volume": volume,
-            }
+        return Quote(
+            symbol=symbol, ts=ts, bid=round(bid, 2), ask=round(ask, 2), last=round(last, 4),
+            volume=volume,
         )
+
+    def last_prices(
+        self, symbols: Iterable[str], at: dt.datetime, session: Session | None
+    ) -> dict[str, float]:
+        """``last_trade(symbol, at, session)[0]`` of many symbols (those that have one),
+        with the per-call work done once."""
+        if session is None or not self.covers(session):
+            out: dict[str, float] = {}
+            for sym in symbols:
+                state = self.last_trade(sym, at, session)
+                if state is not None:
+                    out[sym] = state[0]
+            return out
+        done = int((at - session.open).total_seconds() // 60)
+        prices: dict[str, float] = {}
+        for sym in symbols:
+            path = self.path(sym, session)
+            k = min(done, path.minutes)
+            prices[sym] = path.closes[k - 1] if k > 0 else float(path.open[0])
+        return prices
 
     def last_trade(
         self, symbol: str, at: dt.datetime, session: Session | None
@@ -414,15 +467,15 @@ class SimMarket:
             if not self.covers(session):
                 return None
             path = self.path(symbol, session)
-            return float(path.close[-1]), float(path.volume[-1]), session.close, path.vol_mult
+            return path.closes[-1], path.volumes[-1], session.close, path.vol_mult
         if not self.covers(session):
             return None
         path = self.path(symbol, session)
         done = min(int((at - session.open).total_seconds() // 60), path.minutes)
         if done <= 0:
-            return float(path.open[0]), float(path.volume[0]), session.open, path.vol_mult
-        ts = session.open + dt.timedelta(minutes=done)
-        return float(path.close[done - 1]), float(path.volume[done - 1]), ts, path.vol_mult
+            return float(path.open[0]), path.volumes[0], session.open, path.vol_mult
+        ts = session.open + _MINUTES[done]
+        return path.closes[done - 1], path.volumes[done - 1], ts, path.vol_mult
 
     # ----------------------------------------------------------------------- bars
 
@@ -439,6 +492,7 @@ class SimMarket:
         agg = _Agg(
             start=session.open,
             tf=tf,
+            ts=[session.open + dt.timedelta(minutes=int(k)) for k in starts],
             open=np.round(path.open[starts], 4).tolist(),
             high=np.round(np.maximum.reduceat(path.high, starts), 4).tolist(),
             low=np.round(np.minimum.reduceat(path.low, starts), 4).tolist(),
@@ -480,14 +534,10 @@ class SimMarket:
 
 
 def _bar(symbol: str, agg: _Agg, j: int) -> Bar:
-    return Bar.model_validate(
-        {
-            "symbol": symbol,
-            "ts": agg.start + dt.timedelta(minutes=agg.tf * j),
-            "open": agg.open[j],
-            "high": agg.high[j],
-            "low": agg.low[j],
-            "close": agg.close[j],
-            "volume": agg.volume[j],
-        }
+    return Bar(
+        symbol=symbol, ts=agg.ts[j], open=agg.open[j], high=agg.high[j], low=agg.low[j],
+        close=agg.close[j], volume=agg.volume[j],
     )
+
+
+_MINUTES = [dt.timedelta(minutes=k) for k in range(24 * 60 + 1)]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass
 
 from perun_tui.llm.base import (
@@ -36,6 +37,7 @@ from perun_tui.models import Action
 CONF_MIN = 0.5
 CONF_MAX = 0.95
 NO_PROMPT = "(rules analyst: no prompt)"
+YIELD_EVERY_S = 0.002  # without a stream delay, give the event loop a turn this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,14 +179,19 @@ class RulesAnalyst:
         AnalysisResult
     ):
         lines: list[str] = []
+        last_yield = time.perf_counter()
 
         async def emit(line: str) -> None:
+            nonlocal last_yield
             lines.append(line)
             on_delta("content", line + "\n")
             if self.stream_delay_s > 0:
                 await asyncio.sleep(self.stream_delay_s)
-            else:
+            elif time.perf_counter() - last_yield >= YIELD_EVERY_S:
+                # let the loop run (screen, cancellation) now and then; a turn per line
+                # would cost more than the line
                 await asyncio.sleep(0)
+                last_yield = time.perf_counter()
 
         signals: list[ProposedSignal] = []
         dropped: list[str] = []

@@ -9,6 +9,16 @@ transaction (as a savepoint, so a failing helper undoes only its own part) inste
 waiting for itself. Do not hand the open transaction to another task (for example by
 ``gather``-ing memory calls inside it): the other task would wait for the lock forever.
 
+Round trips
+-----------
+Each call to the worker thread costs a thread hop (tens of µs, more on a busy machine),
+far more than the statement itself. So a write — one statement or a whole atomic group
+(a signal, its transitions, its order and a fill) — is queued as one job that runs
+``BEGIN … COMMIT`` (or a savepoint inside an open ``transaction()``) on the worker thread,
+switching the synchronous level in the same job when it has to change; reads that belong
+together (``recall_context``, ``order_context``) are one job too. Once queued, a job
+runs whole even if its caller is cancelled meanwhile (the write is kept, not split).
+
 Durability
 ----------
 The database runs in WAL mode with ``synchronous=NORMAL``: a commit is atomic and
@@ -35,11 +45,19 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import aiosqlite
@@ -62,6 +80,7 @@ from perun_tui.models import (
     SignalStatus,
     SignalTransition,
 )
+from perun_tui.redact import redact
 from perun_tui.services.migrations import LATEST_VERSION, MIGRATIONS, SCHEMA_VERSION_TABLE
 
 __all__ = [
@@ -82,6 +101,7 @@ OPEN_ORDER_STATUSES = tuple(s.value for s in OrderStatus if s not in FINAL_ORDER
 _NOT_TRADED = (OrderStatus.FAILED.value, OrderStatus.REJECTED.value)
 
 Row = tuple[Any, ...]
+_T = TypeVar("_T")
 
 _POSITIONS = TypeAdapter(list[Position])
 _QUOTES = TypeAdapter(list[Quote])
@@ -177,6 +197,45 @@ def _outcome_pct(action: str, price: float, now: float | None) -> float | None:
     return move if action == Action.BUY.value else -move
 
 
+def _recall_query(symbols: list[str], per_symbol: int) -> _Query:
+    return (
+        "SELECT s.symbol, s.cycle, s.created_at, s.action, s.confidence, s.status, s.price "
+        "FROM json_each(?) AS j JOIN signals AS s ON s.rowid IN ("
+        "  SELECT rowid FROM signals WHERE symbol = j.value"
+        "  ORDER BY created_at DESC, rowid DESC LIMIT ?) "
+        "ORDER BY j.key, s.created_at DESC, s.rowid DESC",
+        (_json(symbols), per_symbol),
+    )
+
+
+def _recalled(rows: list[Row], prices: Mapping[str, float]) -> dict[str, list[RecalledSignal]]:
+    out: dict[str, list[RecalledSignal]] = {}
+    for symbol, cycle, created_at, action, confidence, status, price in rows:
+        out.setdefault(symbol, []).append(
+            RecalledSignal(
+                cycle=cycle, at=_dt(created_at), symbol=symbol, action=Action(action),
+                confidence=confidence, status=status, price=price,
+                outcome_pct=_outcome_pct(action, price, prices.get(symbol)),
+            )
+        )
+    return out
+
+
+def _last_trade_query(symbols: list[str]) -> _Query:
+    return (
+        "SELECT j.value, MAX("
+        "  COALESCE((SELECT MAX(ts) FROM fills WHERE symbol = j.value), ''),"
+        "  COALESCE((SELECT MAX(COALESCE(created_at, updated_at)) FROM orders"
+        "            WHERE symbol = j.value AND status NOT IN (?, ?)), '')) "
+        "FROM json_each(?) AS j",
+        (*_NOT_TRADED, _json(symbols)),
+    )
+
+
+def _last_trades(rows: list[Row]) -> dict[str, datetime]:
+    return {symbol: _dt(at) for symbol, at in rows if at}
+
+
 _SIGNAL_UPSERT = """
 INSERT INTO signals (id, cycle, symbol, action, confidence, status, reason, price, qty,
                      notional, created_at, updated_at, expires_at, client_order_id, data)
@@ -209,24 +268,30 @@ ON CONFLICT(client_order_id) DO UPDATE SET
 """
 
 
+# Reasons and errors can quote a broker's reply, and a reply can quote the request's
+# credentials: such text goes through redact(), so a key never reaches the file.
+
+
 def _signal_row(s: Signal) -> Row:
     return (
-        s.id, s.cycle, s.symbol, s.action.value, s.confidence, s.status.value, s.reason,
-        s.price, s.qty, s.notional, _ts(s.created_at), _ts_opt(s.updated_at),
-        _ts_opt(s.expires_at), s.client_order_id, s.model_dump_json(),
+        s.id, s.cycle, s.symbol, s.action.value, s.confidence, s.status.value,
+        redact(s.reason), s.price, s.qty, s.notional, _ts(s.created_at),
+        _ts_opt(s.updated_at), _ts_opt(s.expires_at), s.client_order_id,
+        redact(s.model_dump_json()),
     )
 
 
 def _transition_row(t: SignalTransition) -> Row:
     old = None if t.old is None else t.old.value
-    return (t.signal_id, old, t.new.value, t.by, t.reason, _ts(t.at))
+    return (t.signal_id, old, t.new.value, t.by, redact(t.reason), _ts(t.at))
 
 
 def _order_row(o: Order) -> Row:
     return (
         o.client_order_id, o.broker_order_id, o.signal_id, o.symbol, o.side.value,
-        o.status.value, o.qty, o.notional, o.filled_qty, o.filled_avg_price, o.reason,
-        int(o.external), _ts_opt(o.created_at), _ts_opt(o.updated_at), o.model_dump_json(),
+        o.status.value, o.qty, o.notional, o.filled_qty, o.filled_avg_price, redact(o.reason),
+        int(o.external), _ts_opt(o.created_at), _ts_opt(o.updated_at),
+        redact(o.model_dump_json()),
     )
 
 
@@ -235,6 +300,82 @@ def _fill_from_row(r: Row) -> Fill:
         fill_id=r[0], client_order_id=r[1], symbol=r[2], side=Side(r[3]), qty=r[4],
         price=r[5], ts=_dt(r[6]),
     )
+
+
+_FILL_INSERT = (
+    "INSERT INTO fills (fill_id, client_order_id, symbol, side, qty, price, ts) "
+    "VALUES (?,?,?,?,?,?,?) ON CONFLICT(fill_id) DO NOTHING RETURNING fill_id"
+)
+
+
+def _fill_row(f: Fill) -> Row:
+    return (f.fill_id, f.client_order_id, f.symbol, f.side.value, f.qty, f.price, _ts(f.ts))
+
+
+# --------------------------------------------------------------------------- jobs
+# Run on aiosqlite's worker thread with the plain sqlite3 connection (``Memory._call``).
+
+_Op = tuple[str, Any, bool]  # (sql, parameters, executemany?)
+_Query = tuple[str, Sequence[Any]]
+_SYNC_PRAGMA = {True: "PRAGMA synchronous=FULL", False: "PRAGMA synchronous=NORMAL"}
+
+
+def _run_reads(db: sqlite3.Connection, queries: Sequence[_Query]) -> list[list[Row]]:
+    if len(queries) == 1 or db.in_transaction:
+        return [db.execute(sql, params).fetchall() for sql, params in queries]
+    db.execute("BEGIN")  # one snapshot for all of them
+    try:
+        return [db.execute(sql, params).fetchall() for sql, params in queries]
+    finally:
+        db.execute("COMMIT")
+
+
+def _run_ops(db: sqlite3.Connection, ops: Sequence[_Op]) -> list[Row]:
+    rows: list[Row] = []
+    for sql, params, many in ops:
+        if many:
+            db.executemany(sql, params)
+            rows = []
+        else:
+            rows = db.execute(sql, params).fetchall()
+    return rows
+
+
+def _undo(db: sqlite3.Connection, *statements: str) -> None:
+    for sql in statements:
+        try:
+            db.execute(sql)
+        except sqlite3.Error:  # pragma: no cover - best effort, the error is re-raised
+            log.warning("%s failed", sql, exc_info=True)
+
+
+def _run_top(
+    db: sqlite3.Connection, ops: Sequence[_Op], pragma: str | None, atomic: bool
+) -> list[Row]:
+    if pragma is not None:
+        db.execute(pragma)  # between transactions: the only place SQLite takes it
+    if not atomic:
+        return _run_ops(db, ops)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        rows = _run_ops(db, ops)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            _undo(db, "ROLLBACK")
+        raise
+    return rows
+
+
+def _run_savepoint(db: sqlite3.Connection, ops: Sequence[_Op], name: str) -> list[Row]:
+    db.execute(f"SAVEPOINT {name}")
+    try:
+        rows = _run_ops(db, ops)
+    except BaseException:
+        _undo(db, f"ROLLBACK TO {name}", f"RELEASE {name}")
+        raise
+    db.execute(f"RELEASE {name}")
+    return rows
 
 
 def _prepare_path(path: Path | str) -> Path:
@@ -372,40 +513,24 @@ class Memory:
         WAL at commit; pass ``False`` for bulk history writes that may be lost on power
         failure.
         """
-        async with self._write(durable=durable, atomic=True):
+        async with self._write(durable=durable):
             yield self
 
     @asynccontextmanager
-    async def _write(self, *, durable: bool, atomic: bool) -> AsyncIterator[None]:
-        """Exclusive use of the connection for writing.
-
-        ``atomic=False`` is for one statement, which SQLite makes atomic by itself: outside
-        a transaction it runs in autocommit mode (one round trip instead of three).
-        """
+    async def _write(self, *, durable: bool) -> AsyncIterator[None]:
+        """Exclusive use of the connection for an explicit, multi-call transaction
+        (``transaction()``); nested use by the task that holds it is a savepoint."""
         if self._owns_lock():
-            if atomic:
-                async with self._savepoint():
-                    yield
-            else:
+            async with self._savepoint():
                 yield
             return
         async with self._lock:
             self._owner = asyncio.current_task()
             try:
-                if atomic:
-                    async with self._top_level(durable):
-                        yield
-                else:
-                    if self._sync_full is not durable:
-                        await self._set_sync(durable)
+                async with self._top_level(durable):
                     yield
             finally:
                 self._owner = None
-
-    async def _set_sync(self, full: bool) -> None:
-        self._sync_full = None
-        await self._conn.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
-        self._sync_full = full
 
     @asynccontextmanager
     async def _top_level(self, durable: bool) -> AsyncIterator[None]:
@@ -465,10 +590,6 @@ class Memory:
         except sqlite3.Error:
             log.warning("%s failed", sql, exc_info=True)
 
-    async def _exec(self, sql: str, params: Sequence[Any] = ()) -> None:
-        """One statement; the caller holds the write lock."""
-        await self._conn.execute_fetchall(sql, params)
-
     async def _fetch_raw(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return cast(list[Row], list(await self._conn.execute_fetchall(sql, params)))
 
@@ -479,15 +600,81 @@ class Memory:
         async with self._lock:
             return await self._fetch_raw(sql, params)
 
+    async def _fetch_many(self, queries: Sequence[_Query]) -> list[list[Row]]:
+        """Several reads in one round trip, as one consistent view."""
+        if self._owns_lock():
+            return await self._call(_run_reads, queries)
+        async with self._lock:
+            return await self._call(_run_reads, queries)
+
     async def _write_one(self, sql: str, params: Sequence[Any], durable: bool = False) -> None:
-        async with self._write(durable=durable, atomic=False):
-            await self._exec(sql, params)
+        """One statement: atomic by itself (autocommit outside a transaction)."""
+        await self._batch(((sql, params, False),), durable=durable, atomic=False)
+
+    # ------------------------------------------------------------------ one round trip
+
+    async def _call(self, job: Callable[..., _T], *args: Any) -> _T:
+        """``job(connection, *args)`` on aiosqlite's worker thread, with the plain
+        ``sqlite3`` connection: one thread hop (tens of µs) for any number of statements,
+        instead of one per statement. (aiosqlite runs every call this way; ``_execute``
+        is the queue its public methods use.)"""
+        conn = self._conn
+        run = cast(Callable[..., Awaitable[_T]], conn._execute)
+        return await run(job, conn._conn, *args)
+
+    async def _batch(
+        self, ops: Sequence[_Op], *, durable: bool, atomic: bool = True
+    ) -> list[Row]:
+        """Run ``ops`` in order in one round trip; the rows of the last one come back.
+
+        ``atomic``: all or nothing — a transaction of its own (``BEGIN IMMEDIATE`` …
+        ``COMMIT``, synced to disk when ``durable``), or a savepoint inside the caller's
+        open ``transaction()``. Without ``atomic`` (one statement), autocommit. The
+        synchronous level is switched in the same round trip when it has to change.
+        A cancelled caller does not undo the work: it is already queued as a whole.
+        """
+        if self._owns_lock():
+            if not atomic:
+                return await self._call(_run_ops, ops)
+            self._depth += 1
+            try:
+                return await self._call(_run_savepoint, ops, f"perun_sp{self._depth}")
+            finally:
+                self._depth -= 1
+        async with self._lock:
+            self._owner = asyncio.current_task()
+            try:
+                pragma = None if self._sync_full is durable else _SYNC_PRAGMA[durable]
+                if pragma is not None:
+                    self._sync_full = None  # unknown until the job has run
+                rows = await self._call(_run_top, ops, pragma, atomic)
+                self._sync_full = durable
+                return rows
+            finally:
+                self._owner = None
 
     # ------------------------------------------------------------------ cycles
 
     async def next_cycle_number(self) -> int:
         """1 + the highest cycle ever started: numbering continues across restarts."""
         rows = await self._fetch("SELECT COALESCE(MAX(number), 0) + 1 FROM cycles")
+        return int(rows[0][0])
+
+    async def begin_cycle(self, at: datetime) -> int:
+        """Start the next cycle (``next_cycle_number`` + ``start_cycle`` in one statement)
+        and return its number."""
+        rows = await self._batch(
+            (
+                (
+                    "INSERT INTO cycles (number, started_at) "
+                    "SELECT COALESCE(MAX(number), 0) + 1, ? FROM cycles RETURNING number",
+                    (_ts(at),),
+                    False,
+                ),
+            ),
+            durable=False,
+            atomic=False,
+        )
         return int(rows[0][0])
 
     async def start_cycle(self, cycle: int, at: datetime) -> None:
@@ -633,27 +820,40 @@ class Memory:
     async def save_signal(
         self,
         signal: Signal,
-        transition: SignalTransition | None = None,
+        transition: SignalTransition | Sequence[SignalTransition] | None = None,
         order: Order | None = None,
-    ) -> None:
-        """Upsert the signal, append its transition and upsert its order — atomically.
+        fill: Fill | None = None,
+    ) -> bool:
+        """Upsert the signal, append its transition(s), upsert its order and store a fill
+        of that order — atomically, in one round trip.
 
         This is how an order intent is committed together with the signal's move to
-        approved/submitted: either all three are on disk or none is.
+        approved/submitted: either all of it is on disk or none is. A write with an order
+        or a fill is durable. Several transitions (e.g. submitted then filled) land in
+        the order given. Returns True when ``fill`` was stored now (False when it was
+        stored before, or none was given).
         """
-        if transition is not None and transition.signal_id != signal.id:
-            raise ValueError(
-                f"transition for {transition.signal_id} saved with signal {signal.id}"
-            )
-        if transition is None and order is None:
+        transitions: Sequence[SignalTransition]
+        if transition is None:
+            transitions = ()
+        elif isinstance(transition, SignalTransition):
+            transitions = (transition,)
+        else:
+            transitions = transition
+        for t in transitions:
+            if t.signal_id != signal.id:
+                raise ValueError(f"transition for {t.signal_id} saved with signal {signal.id}")
+        if not transitions and order is None and fill is None:
             await self._write_one(_SIGNAL_UPSERT, _signal_row(signal))
-            return
-        async with self._write(durable=order is not None, atomic=True):
-            await self._exec(_SIGNAL_UPSERT, _signal_row(signal))
-            if transition is not None:
-                await self._exec(_TRANSITION_INSERT, _transition_row(transition))
-            if order is not None:
-                await self._exec(_ORDER_UPSERT, _order_row(order))
+            return False
+        ops: list[_Op] = [(_SIGNAL_UPSERT, _signal_row(signal), False)]
+        ops += [(_TRANSITION_INSERT, _transition_row(t), False) for t in transitions]
+        if order is not None:
+            ops.append((_ORDER_UPSERT, _order_row(order), False))
+        if fill is not None:
+            ops.append((_FILL_INSERT, _fill_row(fill), False))  # last: its rows come back
+        rows = await self._batch(ops, durable=order is not None or fill is not None)
+        return fill is not None and bool(rows)
 
     async def save_signals(
         self, items: Iterable[Signal | tuple[Signal, SignalTransition | None]]
@@ -672,10 +872,10 @@ class Memory:
                 transitions.append(_transition_row(transition))
         if not signals:
             return
-        async with self._write(durable=False, atomic=True):
-            await self._conn.executemany(_SIGNAL_UPSERT, signals)
-            if transitions:
-                await self._conn.executemany(_TRANSITION_INSERT, transitions)
+        ops: list[_Op] = [(_SIGNAL_UPSERT, signals, True)]
+        if transitions:
+            ops.append((_TRANSITION_INSERT, transitions, True))
+        await self._batch(ops, durable=False)
 
     async def get_signal(self, signal_id: str) -> Signal | None:
         rows = await self._fetch("SELECT data FROM signals WHERE id = ?", (signal_id,))
@@ -731,15 +931,49 @@ class Memory:
 
     # ------------------------------------------------------------------ orders
 
-    async def save_order(self, order: Order) -> None:
-        """Upsert by ``client_order_id``; synced to disk before it returns."""
-        await self._write_one(_ORDER_UPSERT, _order_row(order), durable=True)
+    async def save_order(self, order: Order, fill: Fill | None = None) -> bool:
+        """Upsert by ``client_order_id`` (and store ``fill``, a fill of this order, in the
+        same transaction); synced to disk before it returns. True when ``fill`` was
+        stored now (False when it was stored before, or none was given)."""
+        if fill is None:
+            await self._write_one(_ORDER_UPSERT, _order_row(order), durable=True)
+            return False
+        rows = await self._batch(
+            ((_ORDER_UPSERT, _order_row(order), False), (_FILL_INSERT, _fill_row(fill), False)),
+            durable=True,
+        )
+        return bool(rows)
 
     async def get_order(self, client_order_id: str) -> Order | None:
         rows = await self._fetch(
             "SELECT data FROM orders WHERE client_order_id = ?", (client_order_id,)
         )
         return Order.model_validate_json(rows[0][0]) if rows else None
+
+    async def order_context(
+        self, client_order_id: str
+    ) -> tuple[Order | None, Signal | None, list[Fill]]:
+        """An order, its signal and its stored fills (oldest first), in one round trip."""
+        order, signal, fills = await self._fetch_many(
+            (
+                ("SELECT data FROM orders WHERE client_order_id = ?", (client_order_id,)),
+                (
+                    "SELECT data FROM signals WHERE id = "
+                    "(SELECT signal_id FROM orders WHERE client_order_id = ?)",
+                    (client_order_id,),
+                ),
+                (
+                    "SELECT fill_id, client_order_id, symbol, side, qty, price, ts FROM fills "
+                    "WHERE client_order_id = ? ORDER BY ts, rowid",
+                    (client_order_id,),
+                ),
+            )
+        )
+        return (
+            Order.model_validate_json(order[0][0]) if order else None,
+            Signal.model_validate_json(signal[0][0]) if signal else None,
+            [_fill_from_row(r) for r in fills],
+        )
 
     async def get_order_by_broker_id(self, broker_order_id: str) -> Order | None:
         rows = await self._fetch(
@@ -772,19 +1006,23 @@ class Memory:
         )
         return [Order.model_validate_json(r[0]) for r in rows]
 
+    async def orders_missing_fills(self) -> list[Order]:
+        """Orders whose filled quantity is more than their stored fills add up to: fills
+        that happened while no Perun was listening (reconciliation records the gap)."""
+        rows = await self._fetch(
+            "SELECT o.data FROM orders AS o LEFT JOIN fills AS f "
+            "ON f.client_order_id = o.client_order_id WHERE o.filled_qty > 0 "
+            "GROUP BY o.client_order_id HAVING o.filled_qty - COALESCE(SUM(f.qty), 0) > 1e-9 "
+            "ORDER BY o.created_at, o.rowid"
+        )
+        return [Order.model_validate_json(r[0]) for r in rows]
+
     # ------------------------------------------------------------------ fills
 
     async def save_fill(self, fill: Fill) -> bool:
         """Store a fill once: ``False`` when its ``fill_id`` was already stored."""
-        async with self._write(durable=True, atomic=False):
-            rows = await self._fetch_raw(
-                "INSERT INTO fills (fill_id, client_order_id, symbol, side, qty, price, ts) "
-                "VALUES (?,?,?,?,?,?,?) ON CONFLICT(fill_id) DO NOTHING RETURNING fill_id",
-                (
-                    fill.fill_id, fill.client_order_id, fill.symbol, fill.side.value,
-                    fill.qty, fill.price, _ts(fill.ts),
-                ),
-            )
+        rows = await self._batch(((_FILL_INSERT, _fill_row(fill), False),), durable=True,
+                                 atomic=False)
         return bool(rows)
 
     async def fills(
@@ -818,7 +1056,7 @@ class Memory:
     ) -> None:
         await self._write_one(
             'INSERT INTO errors (cycle, at, "where", message, detail) VALUES (?,?,?,?,?)',
-            (cycle, _ts(at), where, message, detail),
+            (cycle, _ts(at), redact(where), redact(message), redact(detail)),
         )
 
     async def errors(self, limit: int = 100) -> list[StoredError]:
@@ -862,6 +1100,10 @@ class Memory:
     async def save_sim_state(self, state: Mapping[str, Any]) -> None:
         await self.set_state(SIM_STATE_KEY, _json(dict(state)))
 
+    async def save_sim_state_json(self, text: str) -> None:
+        """The same, already encoded as a JSON object (``SimBroker.state_json``)."""
+        await self.set_state(SIM_STATE_KEY, text)
+
     # ------------------------------------------------------------------ metrics
 
     async def save_metrics(self, cycle: int | None, metrics: PerformanceMetrics) -> None:
@@ -895,25 +1137,25 @@ class Memory:
         wanted = list(dict.fromkeys(symbols))
         if not wanted or per_symbol <= 0:
             return {}
-        rows = await self._fetch(
-            "SELECT s.symbol, s.cycle, s.created_at, s.action, s.confidence, s.status, s.price "
-            "FROM json_each(?) AS j JOIN signals AS s ON s.rowid IN ("
-            "  SELECT rowid FROM signals WHERE symbol = j.value"
-            "  ORDER BY created_at DESC, rowid DESC LIMIT ?) "
-            "ORDER BY j.key, s.created_at DESC, s.rowid DESC",
-            (_json(wanted), per_symbol),
+        rows = await self._fetch(*_recall_query(wanted, per_symbol))
+        return _recalled(rows, prices or {})
+
+    async def recall_context(
+        self,
+        symbols: Iterable[str],
+        per_symbol: int = 5,
+        prices: Mapping[str, float] | None = None,
+    ) -> tuple[dict[str, list[RecalledSignal]], dict[str, datetime]]:
+        """``recall`` and ``last_trade_times`` together, in one round trip."""
+        wanted = list(dict.fromkeys(symbols))
+        if not wanted:
+            return {}, {}
+        if per_symbol <= 0:
+            return {}, await self.last_trade_times(wanted)
+        recalled, traded = await self._fetch_many(
+            (_recall_query(wanted, per_symbol), _last_trade_query(wanted))
         )
-        prices = prices or {}
-        out: dict[str, list[RecalledSignal]] = {}
-        for symbol, cycle, created_at, action, confidence, status, price in rows:
-            out.setdefault(symbol, []).append(
-                RecalledSignal(
-                    cycle=cycle, at=_dt(created_at), symbol=symbol, action=Action(action),
-                    confidence=confidence, status=status, price=price,
-                    outcome_pct=_outcome_pct(action, price, prices.get(symbol)),
-                )
-            )
-        return out
+        return _recalled(recalled, prices or {}), _last_trades(traded)
 
     async def last_trade_at(self, symbol: str) -> datetime | None:
         """When ``symbol`` last traded: the latest fill or order sent (for the cooldown)."""
@@ -928,15 +1170,7 @@ class Memory:
         wanted = list(dict.fromkeys(symbols))
         if not wanted:
             return {}
-        rows = await self._fetch(
-            "SELECT j.value, MAX("
-            "  COALESCE((SELECT MAX(ts) FROM fills WHERE symbol = j.value), ''),"
-            "  COALESCE((SELECT MAX(COALESCE(created_at, updated_at)) FROM orders"
-            "            WHERE symbol = j.value AND status NOT IN (?, ?)), '')) "
-            "FROM json_each(?) AS j",
-            (*_NOT_TRADED, _json(wanted)),
-        )
-        return {symbol: _dt(at) for symbol, at in rows if at}
+        return _last_trades(await self._fetch(*_last_trade_query(wanted)))
 
     # ------------------------------------------------------------------ metrics reads
 

@@ -19,7 +19,7 @@ exceeds what is held.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Set
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -184,13 +184,6 @@ def needs_human(
 # --------------------------------------------------------------------------- policy
 
 
-@dataclass(slots=True)
-class _Cap:
-    name: str
-    qty: float  # the most this cap allows, before rounding
-    detail: str
-
-
 class RiskPolicy:
     """The rules of ``[risk]`` applied to one idea at a time; see the module docstring."""
 
@@ -233,10 +226,37 @@ class RiskPolicy:
             check = RiskCheck(name=CHECK_HOLD, ok=False, detail="hold: nothing to do")
             return RiskDecision(False, 0.0, 0.0, [check], "hold: nothing to do")
         try:
-            return self._size(action, symbol, confidence, stop_loss, inputs, fractional)
+            return self._size(action, symbol, confidence, stop_loss, inputs, fractional, True)
         except (ArithmeticError, ValueError, TypeError) as exc:  # pragma: no cover - defensive
             check = RiskCheck(name="error", ok=False, detail=f"risk policy error: {exc}")
             return RiskDecision(False, 0.0, 0.0, [check], f"risk policy error: {exc}")
+
+    def quick_size(
+        self,
+        action: Action,
+        symbol: str,
+        confidence: float,
+        stop_loss: float | None,
+        inputs: RiskInputs,
+        *,
+        fractional: bool = False,
+    ) -> RiskDecision:
+        """``size()`` without the explanation: the same ``approved``, ``qty`` and
+        ``notional``, and when refused the same ``reason``; but no ``checks``, no text
+        when approved, and ``price``/``binding`` only when approved.
+
+        It stops at the first rule that fails, which is the rule ``size()`` names, and
+        formats no detail text: a fraction of the cost, for the per-symbol limits the
+        analyst is shown every cycle.
+        """
+        if action is Action.HOLD:
+            return RiskDecision(False, 0.0, 0.0, [], "hold: nothing to do")
+        try:
+            return self._size(action, symbol, confidence, stop_loss, inputs, fractional, False)
+        except _Refused as refused:
+            return RiskDecision(False, 0.0, 0.0, [], refused.reason)
+        except (ArithmeticError, ValueError, TypeError) as exc:  # pragma: no cover - defensive
+            return RiskDecision(False, 0.0, 0.0, [], f"risk policy error: {exc}")
 
     def _size(
         self,
@@ -246,71 +266,98 @@ class RiskPolicy:
         stop_loss: float | None,
         inputs: RiskInputs,
         fractional: bool,
+        explain: bool,
     ) -> RiskDecision:
+        """The rules in order. With ``explain`` every rule adds a ``RiskCheck`` and the
+        decision names the first failure; without, the first failure raises ``_Refused``
+        and no text is formatted for the rules that pass."""
         r = self.risk
         checks: list[RiskCheck] = []
-
-        def add(name: str, ok: bool, detail: str, reason: str | None = None) -> None:
-            checks.append(RiskCheck(name=name, ok=ok, detail=detail))
-            if not ok and reason is not None:
-                reasons.setdefault(name, reason)
-
         reasons: dict[str, str] = {}
+
+        def fail(name: str, reason: str) -> None:
+            if not explain:
+                raise _Refused(reason)
+            reasons.setdefault(name, reason)
 
         held = inputs.held_qty(symbol)
         # does this order add exposure (open/increase) or reduce it (close/cover)?
         opening = held >= 0 if action is Action.BUY else held <= 0
-        if action is Action.SELL and opening and not r.allow_short:
-            add(CHECK_HELD, False, f"{symbol}: nothing held and shorting is off",
-                f"no shorting: nothing held in {symbol} to sell")
+        no_short = action is Action.SELL and opening and not r.allow_short
+        if no_short:
+            if explain:
+                checks.append(_check(CHECK_HELD, False,
+                                     f"{symbol}: nothing held and shorting is off"))
+            fail(CHECK_HELD, f"no shorting: nothing held in {symbol} to sell")
 
         # universe
         if inputs.universe is not None:
             ok = symbol in inputs.universe
-            add(CHECK_UNIVERSE, ok, f"{symbol} {'in' if ok else 'not in'} the universe",
-                f"symbol {symbol} is not in the universe")
+            if explain:
+                checks.append(_check(CHECK_UNIVERSE, ok,
+                                     f"{symbol} {'in' if ok else 'not in'} the universe"))
+            if not ok:
+                fail(CHECK_UNIVERSE, f"symbol {symbol} is not in the universe")
 
         # min confidence
-        conf_ok = math.isfinite(confidence) and r.min_confidence <= confidence <= 1.0
-        add(CHECK_CONFIDENCE, conf_ok,
-            f"confidence {confidence:g} vs min {r.min_confidence:g}",
-            f"confidence {confidence:g} below min {r.min_confidence:g}"
-            if math.isfinite(confidence) and confidence < r.min_confidence
-            else f"confidence {confidence:g} outside {r.min_confidence:g}..1")
+        finite_conf = math.isfinite(confidence)
+        conf_ok = finite_conf and r.min_confidence <= confidence <= 1.0
+        if explain:
+            checks.append(_check(CHECK_CONFIDENCE, conf_ok,
+                                 f"confidence {confidence:g} vs min {r.min_confidence:g}"))
+        if not conf_ok:
+            fail(CHECK_CONFIDENCE,
+                 f"confidence {confidence:g} below min {r.min_confidence:g}"
+                 if finite_conf and confidence < r.min_confidence
+                 else f"confidence {confidence:g} outside {r.min_confidence:g}..1")
 
         # quote present, fresh, priced
         price = reference_price(inputs.quote, action)
         quote = inputs.quote
         if quote is None:
-            add(CHECK_QUOTE, False, "no quote", f"no quote for {symbol}")
+            if explain:
+                checks.append(_check(CHECK_QUOTE, False, "no quote"))
+            fail(CHECK_QUOTE, f"no quote for {symbol}")
         else:
             age = _seconds_between(inputs.now, quote.ts)
             if age > r.max_quote_age_s:
-                add(CHECK_QUOTE, False,
-                    f"quote {age:.0f} s old > max {_num(r.max_quote_age_s)} s",
-                    f"quote stale: {age:.0f} s old > max {_num(r.max_quote_age_s)} s")
+                if explain:
+                    checks.append(_check(
+                        CHECK_QUOTE, False,
+                        f"quote {age:.0f} s old > max {_num(r.max_quote_age_s)} s"))
+                fail(CHECK_QUOTE,
+                     f"quote stale: {age:.0f} s old > max {_num(r.max_quote_age_s)} s")
             elif price <= 0:
-                add(CHECK_QUOTE, False, "quote has no positive price",
-                    f"no positive price in the quote for {symbol}")
-            else:
-                add(CHECK_QUOTE, True, f"price {_num(price)}, {max(age, 0):.0f} s old")
+                if explain:
+                    checks.append(_check(CHECK_QUOTE, False, "quote has no positive price"))
+                fail(CHECK_QUOTE, f"no positive price in the quote for {symbol}")
+            elif explain:
+                checks.append(_check(CHECK_QUOTE, True,
+                                     f"price {_num(price)}, {max(age, 0):.0f} s old"))
 
         # cooldown per symbol
         if inputs.last_trade_at is not None and r.cooldown_minutes > 0:
             since_min = _seconds_between(inputs.now, inputs.last_trade_at) / 60.0
             ok = since_min >= r.cooldown_minutes
-            left = max(r.cooldown_minutes - since_min, 0.0)
-            add(CHECK_COOLDOWN, ok,
-                f"last trade {since_min:.0f} min ago, cooldown {_num(r.cooldown_minutes)} min",
-                f"cooldown {math.ceil(left - 1e-9)} min left")
-        else:
-            add(CHECK_COOLDOWN, True, "no recent trade")
+            if explain:
+                checks.append(_check(
+                    CHECK_COOLDOWN, ok,
+                    f"last trade {since_min:.0f} min ago, "
+                    f"cooldown {_num(r.cooldown_minutes)} min"))
+            if not ok:
+                left = max(r.cooldown_minutes - since_min, 0.0)
+                fail(CHECK_COOLDOWN, f"cooldown {math.ceil(left - 1e-9)} min left")
+        elif explain:
+            checks.append(_check(CHECK_COOLDOWN, True, "no recent trade"))
 
         # orders this cycle
         ok = inputs.orders_this_cycle < r.max_orders_per_cycle
-        add(CHECK_ORDERS, ok,
-            f"{inputs.orders_this_cycle} of {r.max_orders_per_cycle} orders this cycle",
-            f"max orders per cycle {r.max_orders_per_cycle} reached")
+        if explain:
+            checks.append(_check(
+                CHECK_ORDERS, ok,
+                f"{inputs.orders_this_cycle} of {r.max_orders_per_cycle} orders this cycle"))
+        if not ok:
+            fail(CHECK_ORDERS, f"max orders per cycle {r.max_orders_per_cycle} reached")
 
         # daily loss limit: refuse new risk, let risk-reducing orders through
         equity = inputs.account.equity
@@ -320,20 +367,25 @@ class RiskPolicy:
         if start is not None and math.isfinite(start) and start > 0 and math.isfinite(equity):
             loss_pct = (start - equity) / start * 100.0
             hit = loss_pct >= r.daily_loss_limit_pct - _EPS
-            detail = (f"day P/L {-loss_pct:+.2f}% (limit -{_num(r.daily_loss_limit_pct)}%)"
-                      + ("; only risk-reducing orders" if hit else ""))
-            add(CHECK_DAILY_LOSS, not (hit and opening), detail,
-                f"daily loss limit {_num(r.daily_loss_limit_pct)}% hit "
-                f"(down {loss_pct:.2f}%): no new positions")
-        else:
-            add(CHECK_DAILY_LOSS, True, "no day-start equity known")
+            if explain:
+                checks.append(_check(
+                    CHECK_DAILY_LOSS, not (hit and opening),
+                    f"day P/L {-loss_pct:+.2f}% (limit -{_num(r.daily_loss_limit_pct)}%)"
+                    + ("; only risk-reducing orders" if hit else "")))
+            if hit and opening:
+                fail(CHECK_DAILY_LOSS,
+                     f"daily loss limit {_num(r.daily_loss_limit_pct)}% hit "
+                     f"(down {loss_pct:.2f}%): no new positions")
+        elif explain:
+            checks.append(_check(CHECK_DAILY_LOSS, True, "no day-start equity known"))
 
-        if action is Action.SELL and opening and not r.allow_short:
+        if no_short:
             return self._decide(checks, reasons, 0.0, price, "")
         if not opening:
-            return self._size_reduce(symbol, held, price, checks, reasons, fractional)
+            return self._size_reduce(symbol, held, price, checks, reasons, fractional, fail,
+                                     explain)
         return self._size_open(action, symbol, held, price, stop_loss, inputs, checks, reasons,
-                               fractional)
+                               fractional, fail, explain)
 
     def _size_reduce(
         self,
@@ -343,27 +395,29 @@ class RiskPolicy:
         checks: list[RiskCheck],
         reasons: dict[str, str],
         fractional: bool,
+        fail: Callable[[str, str], None],
+        explain: bool,
     ) -> RiskDecision:
         """Close the whole position (a sell of a long, a buy of a short), capped by notional."""
         r = self.risk
         have = abs(held)
-        checks.append(RiskCheck(name=CHECK_HELD, ok=True,
-                                detail=f"held {_num(held)} {symbol}"))
+        if explain:
+            checks.append(_check(CHECK_HELD, True, f"held {_num(held)} {symbol}"))
         qty = have
         if price > 0:
             cap = r.max_order_notional / price
             if cap < have:
                 qty = _floor_qty(cap, fractional)
             ok = qty > 0
-            checks.append(RiskCheck(
-                name=CHECK_ORDER_NOTIONAL, ok=ok,
-                detail=f"{_money(qty * price)} of max {_money(r.max_order_notional)}"))
+            if explain:
+                checks.append(_check(
+                    CHECK_ORDER_NOTIONAL, ok,
+                    f"{_money(qty * price)} of max {_money(r.max_order_notional)}"))
             if not ok:
-                reasons.setdefault(
-                    CHECK_ORDER_NOTIONAL,
-                    f"max order notional {_money(r.max_order_notional)} is less than one "
-                    f"share at {_money(price)}")
-        return self._decide(checks, reasons, qty, price, "")
+                fail(CHECK_ORDER_NOTIONAL,
+                     f"max order notional {_money(r.max_order_notional)} is less than one "
+                     f"share at {_money(price)}")
+        return self._decide(checks, reasons, qty, price, "", explain)
 
     def _size_open(
         self,
@@ -376,6 +430,8 @@ class RiskPolicy:
         checks: list[RiskCheck],
         reasons: dict[str, str],
         fractional: bool,
+        fail: Callable[[str, str], None],
+        explain: bool,
     ) -> RiskDecision:
         """A new or larger position (long for a buy, short for a sell with allow_short)."""
         r = self.risk
@@ -383,17 +439,18 @@ class RiskPolicy:
         min_qty = 1.0 if whole else FRACTION_STEP
 
         # max open positions: adding to a position already held does not open a new one
-        count = inputs.open_positions()
         if held != 0:
-            checks.append(RiskCheck(name=CHECK_OPEN_POSITIONS, ok=True,
-                                    detail=f"adds to the {symbol} position already held"))
+            if explain:
+                checks.append(_check(CHECK_OPEN_POSITIONS, True,
+                                     f"adds to the {symbol} position already held"))
         else:
+            count = inputs.open_positions()
             ok = count < r.max_open_positions
-            checks.append(RiskCheck(name=CHECK_OPEN_POSITIONS, ok=ok,
-                                    detail=f"{count} of {r.max_open_positions} open"))
+            if explain:
+                checks.append(_check(CHECK_OPEN_POSITIONS, ok,
+                                     f"{count} of {r.max_open_positions} open"))
             if not ok:
-                reasons.setdefault(CHECK_OPEN_POSITIONS,
-                                   f"max open positions {r.max_open_positions} reached")
+                fail(CHECK_OPEN_POSITIONS, f"max open positions {r.max_open_positions} reached")
 
         if price <= 0:
             # no usable quote: the quote check already failed; no size can be computed
@@ -401,21 +458,11 @@ class RiskPolicy:
 
         equity = inputs.account.equity
         equity = equity if math.isfinite(equity) and equity > 0 else 0.0
-        caps: list[_Cap] = []
 
         # position size: (existing + new) ≤ max_position_pct of equity
         limit_value = equity * r.max_position_pct / 100.0
         existing = abs(held) * price
-        room = limit_value - existing
-        caps.append(_Cap(
-            CHECK_POSITION_SIZE, max(room, 0.0) / price,
-            f"{_num(r.max_position_pct)}% of equity {_money(equity)} = {_money(limit_value)}, "
-            f"held {_money(existing)}, room {_money(max(room, 0.0))}"))
-
-        # order notional
-        caps.append(_Cap(CHECK_ORDER_NOTIONAL, r.max_order_notional / price,
-                         f"max {_money(r.max_order_notional)} per order"))
-
+        room = max(limit_value - existing, 0.0)
         # risk per trade: qty × stop distance ≤ equity × risk%
         risk_amount = equity * r.risk_per_trade_pct / 100.0
         sensible = (
@@ -425,43 +472,59 @@ class RiskPolicy:
         )
         if sensible and stop_loss is not None:
             stop_dist = abs(price - stop_loss)
-            stop_note = f"stop {_num(stop_loss)} ({_money(stop_dist)} away)"
         else:
             stop_dist = price * r.default_stop_pct / 100.0
-            stop_note = f"default stop {_num(r.default_stop_pct)}% ({_money(stop_dist)} away)"
-        risk_qty = risk_amount / stop_dist if stop_dist > 0 else 0.0
-        caps.append(_Cap(
-            CHECK_RISK_PER_TRADE, risk_qty,
-            f"{_num(r.risk_per_trade_pct)}% of equity = {_money(risk_amount)} at risk, "
-            f"{stop_note}"))
-
         # buying power, net of buys approved but not filled yet
         bp_raw = inputs.account.buying_power
         pending = inputs.pending_buy_notional
         pending = pending if math.isfinite(pending) and pending > 0 else 0.0
-        bp = (bp_raw if math.isfinite(bp_raw) else 0.0) - pending
-        caps.append(_Cap(
-            CHECK_BUYING_POWER, max(bp, 0.0) / price,
-            f"buying power {_money(bp_raw)} - pending buys {_money(pending)} "
-            f"= {_money(max(bp, 0.0))}"))
+        bp = max((bp_raw if math.isfinite(bp_raw) else 0.0) - pending, 0.0)
 
-        binding = min(caps, key=lambda c: c.qty)
-        qty = _floor_qty(binding.qty, not whole)
+        # the four caps, in a fixed order (the first of equal caps binds)
+        caps = (
+            (CHECK_POSITION_SIZE, room / price),
+            (CHECK_ORDER_NOTIONAL, r.max_order_notional / price),
+            (CHECK_RISK_PER_TRADE, risk_amount / stop_dist if stop_dist > 0 else 0.0),
+            (CHECK_BUYING_POWER, bp / price),
+        )
+
+        def detail(name: str) -> str:
+            if name == CHECK_POSITION_SIZE:
+                return (f"{_num(r.max_position_pct)}% of equity {_money(equity)} = "
+                        f"{_money(limit_value)}, held {_money(existing)}, room {_money(room)}")
+            if name == CHECK_ORDER_NOTIONAL:
+                return f"max {_money(r.max_order_notional)} per order"
+            if name == CHECK_RISK_PER_TRADE:
+                if sensible and stop_loss is not None:
+                    stop_note = f"stop {_num(stop_loss)} ({_money(stop_dist)} away)"
+                else:
+                    stop_note = (f"default stop {_num(r.default_stop_pct)}% "
+                                 f"({_money(stop_dist)} away)")
+                return (f"{_num(r.risk_per_trade_pct)}% of equity = {_money(risk_amount)} "
+                        f"at risk, {stop_note}")
+            return (f"buying power {_money(bp_raw)} - pending buys {_money(pending)} "
+                    f"= {_money(bp)}")
+
+        binding_name, binding_qty = caps[0]
+        for name, cap_qty in caps[1:]:  # the first of equal caps binds
+            if cap_qty < binding_qty:
+                binding_name, binding_qty = name, cap_qty
+        qty = _floor_qty(binding_qty, not whole)
         # guard against float rounding pushing qty × price over the tightest notional cap
-        while qty > 0 and qty * price > binding.qty * price + _EPS * max(1.0, binding.qty):
+        while qty > 0 and qty * price > binding_qty * price + _EPS * max(1.0, binding_qty):
             qty = _floor_qty(qty - min_qty, not whole)
 
-        for cap in caps:
-            ok = cap.qty >= min_qty - _EPS
-            allows = _floor_qty(cap.qty, not whole)
-            checks.append(RiskCheck(name=cap.name, ok=ok,
-                                    detail=f"{cap.detail}: allows {_num(allows)} sh"))
+        if explain:
+            for name, cap_qty in caps:
+                ok = cap_qty >= min_qty - _EPS
+                allows = _floor_qty(cap_qty, not whole)
+                checks.append(_check(name, ok, f"{detail(name)}: allows {_num(allows)} sh"))
         if qty < min_qty - _EPS:
             # every earlier rule may have passed, yet the tightest cap leaves nothing
-            allows = _floor_qty(binding.qty, not whole)
-            reasons.setdefault(binding.name, f"{binding.name}: {binding.detail}: allows "
-                                             f"{_num(allows)} sh at {_money(price)}")
-        return self._decide(checks, reasons, qty, price, binding.name)
+            allows = _floor_qty(binding_qty, not whole)
+            fail(binding_name, f"{binding_name}: {detail(binding_name)}: allows "
+                               f"{_num(allows)} sh at {_money(price)}")
+        return self._decide(checks, reasons, qty, price, binding_name, explain)
 
     @staticmethod
     def _decide(
@@ -470,11 +533,14 @@ class RiskPolicy:
         qty: float,
         price: float,
         binding: str,
+        explain: bool = True,
     ) -> RiskDecision:
         if reasons or qty <= 0:
             reason = next(iter(reasons.values()), "size rounds to zero")
             return RiskDecision(False, 0.0, 0.0, checks, reason, price, binding)
         notional = qty * price
+        if not explain:  # quick_size: the size, no text
+            return RiskDecision(True, qty, notional, checks, "", price, binding)
         return RiskDecision(True, qty, notional, checks,
                             f"{_num(qty)} sh ≈ {_money(notional)}"
                             + (f" (bound by {binding})" if binding else ""),
@@ -485,11 +551,12 @@ class RiskPolicy:
     def limits_for(
         self, symbol: str, inputs: RiskInputs, *, fractional: bool = False
     ) -> SymbolLimits:
-        """What the analyst may do in ``symbol`` now, computed with the same rules."""
+        """What the analyst may do in ``symbol`` now, computed with the same rules
+        (``quick_size``: the decisions of ``size()`` without their explanation)."""
         held = inputs.held_qty(symbol)
         conf = 1.0
-        buy = self.size(Action.BUY, symbol, conf, None, inputs, fractional=fractional)
-        sell = self.size(Action.SELL, symbol, conf, None, inputs, fractional=fractional)
+        buy = self.quick_size(Action.BUY, symbol, conf, None, inputs, fractional=fractional)
+        sell = self.quick_size(Action.SELL, symbol, conf, None, inputs, fractional=fractional)
         buy_note = "" if buy.approved else buy.reason
         sell_relevant = held != 0 or self.risk.allow_short
         sell_note = "" if sell.approved or not sell_relevant else sell.reason
@@ -512,3 +579,25 @@ class RiskPolicy:
             position_pl_pct=pl_pct if math.isfinite(pl_pct) else 0.0,
             note="; ".join(notes),
         )
+
+    def limits(
+        self,
+        symbols: Iterable[str],
+        inputs: Callable[[str], RiskInputs],
+        *,
+        fractional: bool = False,
+    ) -> dict[str, SymbolLimits]:
+        """``limits_for`` of many symbols; ``inputs(symbol)`` gives each one's inputs."""
+        return {s: self.limits_for(s, inputs(s), fractional=fractional) for s in symbols}
+
+
+def _check(name: str, ok: bool, detail: str) -> RiskCheck:
+    return RiskCheck(name=name, ok=ok, detail=detail)
+
+
+class _Refused(Exception):
+    """``quick_size``: the first rule that failed (nothing after it can change that)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

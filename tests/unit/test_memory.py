@@ -417,6 +417,52 @@ async def test_save_fill_is_idempotent(memory: Memory) -> None:
     assert await memory.fills(since=T0 + timedelta(hours=1)) == [later]
 
 
+async def test_begin_cycle_numbers_in_one_statement(memory: Memory) -> None:
+    assert await memory.begin_cycle(T0) == 1
+    assert await memory.begin_cycle(T0 + timedelta(minutes=15)) == 2
+    assert await memory.next_cycle_number() == 3
+    cycles = await memory.cycles(10)
+    assert [(c.cycle, c.started_at) for c in cycles] == [
+        (2, T0 + timedelta(minutes=15)), (1, T0)]
+
+
+async def test_signal_moves_order_and_fill_in_one_durable_transaction(
+    memory: Memory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sig = make_signal(1)
+    sig.transition(SignalStatus.APPROVED, by="auto", reason="auto", at=T0)
+    order = make_order(sig)
+    await memory.save_signal(sig, order=order)
+    submitted = sig.transition(SignalStatus.SUBMITTED, by="broker", reason="accepted", at=T0)
+    filled = sig.transition(SignalStatus.FILLED, by="broker", reason="filled", at=T0)
+    order = order.model_copy(update={"status": OrderStatus.FILLED, "filled_qty": 10})
+    fill = Fill(fill_id="exec-1", client_order_id=order.client_order_id, symbol="AAPL",
+                side=Side.BUY, qty=10, price=101.0, ts=T0)
+
+    # a failure in the last statement undoes the moves and the order too
+    monkeypatch.setattr(memory_module, "_FILL_INSERT", "INSERT INTO no_such_table VALUES (1)")
+    with pytest.raises(sqlite3.OperationalError):
+        await memory.save_signal(sig, [submitted, filled], order, fill)
+    monkeypatch.undo()
+    assert raw(memory.path, "SELECT status FROM signals") == [("approved",)]
+    assert raw(memory.path, "SELECT status FROM orders") == [("intent",)]
+    assert await memory.transitions(sig.id) == []
+
+    assert await memory.save_signal(sig, [submitted, filled], order, fill) is True
+    assert int((await memory._fetch("PRAGMA synchronous"))[0][0]) == 2  # FULL
+    assert await memory.transitions(sig.id) == [submitted, filled]
+    assert await memory.get_order(order.client_order_id) == order
+    assert await memory.fills() == [fill]
+    # the same fill again (e.g. from the order stream) is recognised
+    assert await memory.save_order(order, fill) is False
+    later = fill.model_copy(update={"fill_id": "exec-2"})
+    assert await memory.save_order(order, later) is True
+    assert await memory.save_order(order) is False
+    assert await memory.fills() == [fill, later]
+    with pytest.raises(ValueError):
+        await memory.save_signal(make_signal(2), [submitted])
+
+
 # --------------------------------------------------------------------------- recall
 
 
@@ -573,3 +619,25 @@ async def test_errors_and_metrics(memory: Memory) -> None:
     await memory.save_metrics(1, m1)
     await memory.save_metrics(2, m2)
     assert await memory.metrics() == [m2, m1]
+
+
+async def test_recall_context_and_order_context_in_one_round_trip(memory: Memory) -> None:
+    sig = make_signal(1)
+    await memory.save_signals([sig, make_signal(2, "MSFT")])
+    order = make_order(sig, OrderStatus.FILLED)
+    fill = Fill(fill_id="f1", client_order_id=order.client_order_id, symbol="AAPL",
+                side=Side.BUY, qty=10, price=101.0, ts=T0 + timedelta(minutes=5))
+    await memory.save_order(order, fill)
+
+    statements: list[str] = []
+    await memory._conn.set_trace_callback(statements.append)
+    recalled, traded = await memory.recall_context(["AAPL", "MSFT", "TSLA"], 3, {"AAPL": 110})
+    got = await memory.order_context(order.client_order_id)
+    await memory._conn.set_trace_callback(None)  # type: ignore[arg-type]  # None clears it
+    assert recalled == await memory.recall(["AAPL", "MSFT", "TSLA"], 3, {"AAPL": 110})
+    assert traded == await memory.last_trade_times(["AAPL", "MSFT", "TSLA"])
+    assert traded == {"AAPL": fill.ts}
+    assert got == (order, sig, [fill])
+    assert await memory.order_context("nope") == (None, None, [])
+    assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 5
+    assert await memory.recall_context([], 3) == ({}, {})

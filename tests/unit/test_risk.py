@@ -546,3 +546,22 @@ def test_property_limits_for_agrees_with_size(
     assert lim.can_buy == d.approved
     if not rs.allow_short:
         assert not lim.can_sell or lim.held_qty > 0
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_property_quick_size_decides_like_size(
+    case: tuple[RiskSettings, Action, float, float | None, RiskInputs, bool],
+) -> None:
+    """``quick_size`` (used for the per-cycle limits) is ``size`` minus the explanation."""
+    rs, action, confidence, stop, i, fractional = case
+    p = RiskPolicy(rs)
+    full = p.size(action, SYM, confidence, stop, i, fractional=fractional)
+    quick = p.quick_size(action, SYM, confidence, stop, i, fractional=fractional)
+    assert (quick.approved, quick.qty, quick.notional) == (
+        full.approved, full.qty, full.notional)
+    assert quick.checks == []
+    if full.approved:
+        assert (quick.price, quick.binding, quick.reason) == (full.price, full.binding, "")
+    else:
+        assert quick.reason == full.reason

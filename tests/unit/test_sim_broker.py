@@ -521,6 +521,41 @@ async def test_state_is_saved_after_changes(cal: TradingCalendar) -> None:
     assert store.saves == 3
 
 
+class JsonTextStore(DictStore):
+    """A store taking ready-made JSON text, like the memory service."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str] = []
+
+    async def save_sim_state_json(self, text: str) -> None:
+        self.texts.append(text)
+        await self.save_sim_state(json.loads(text))
+
+
+async def test_state_json_is_the_state_encoded(cal: TradingCalendar) -> None:
+    store = JsonTextStore()
+    broker, clock = make(cal, at=OPEN + dt.timedelta(minutes=20), store=store)
+    await broker.submit(buy("j1", qty=3))
+    await broker.submit(sell("j2", qty=1))
+    await broker.submit(buy("j3", "MSFT", qty=2, type=OrderType.LIMIT, limit_price=1.0))
+    assert store.saves == 3 and len(store.texts) == 3  # the JSON path is taken
+
+    def encoded() -> str:
+        return json.dumps(broker.state(), separators=(",", ":"), ensure_ascii=False)
+
+    assert broker.state_json() == encoded()
+    assert store.texts[-1] == encoded()
+    clock.set(CLOSE + dt.timedelta(minutes=1))  # j3 expires: a cached piece must not be
+    await broker.account()
+    assert broker.state_json() == encoded()
+    assert store.state is not None and store.state["orders"][2]["order"]["status"] == "expired"
+    restored, _ = make(cal, at=CLOSE + dt.timedelta(minutes=2), store=store)
+    await restored.start()
+    assert restored.state_json() == broker.state_json().replace(
+        broker.state()["processed_until"], restored.state()["processed_until"])
+
+
 async def test_last_equity_is_previous_close(cal: TradingCalendar) -> None:
     broker, clock = make(cal, at=OPEN + dt.timedelta(minutes=20))
     order = await broker.submit(buy("e1", "SPY", qty=20))
