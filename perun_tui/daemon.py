@@ -68,7 +68,7 @@ from perun_tui.services.ai import AnalysisService
 from perun_tui.services.execution import ExecutionService
 from perun_tui.services.memory import Memory
 from perun_tui.services.notification import NotificationService
-from perun_tui.services.optimization import compute_metrics
+from perun_tui.services.optimization import Optimizer, compute_metrics
 from perun_tui.services.risk import RiskInputs, RiskPolicy
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,8 @@ log = logging.getLogger(__name__)
 HALT_KEY = "halted"
 INSTANCE_KEY = "instance_id"
 MAX_BACKOFF_S = 300.0
+ORDER_GRACE_S = 2.0  # at a stop, how long an order call in flight may take to finish
+HALT_POLL_S = 1.0  # how often the shared halt flag (`perun halt` elsewhere) is read
 
 
 @dataclass
@@ -97,6 +99,7 @@ class OrchestrationDaemon:
         policy: RiskPolicy,
         notifications: NotificationService,
         clock: Clock,
+        optimizer: Optimizer | None = None,
         calendar: TradingCalendar,
         every_s: float | None = None,
         max_cycles: int | None = None,
@@ -109,6 +112,7 @@ class OrchestrationDaemon:
         self.analysis = analysis
         self.policy = policy
         self.notifications = notifications
+        self.optimizer = optimizer  # step 10's full analysis; the TUI's `o` screen uses it
         self.clock = clock
         self.calendar = calendar
         self.every_s = every_s
@@ -148,6 +152,7 @@ class OrchestrationDaemon:
         self._day_start_equity: float | None = None
         self._run_now = False
         self._bars: dict[str, list[Bar]] = {}
+        self._halt_lock = asyncio.Lock()  # halt, resume and the shared flag, one at a time
 
     # ------------------------------------------------------------------ commands
 
@@ -200,11 +205,18 @@ class OrchestrationDaemon:
 
     async def halt(self, reason: str = "kill switch") -> None:
         """Stop all trading until cleared; persisted across restarts."""
+        async with self._halt_lock:
+            await self._halt(reason)
+
+    async def _halt(self, reason: str) -> None:
         self.halt_reason = reason
         self.execution.halted = True
         await self.memory.set_state(HALT_KEY, reason)
-        if self._cycle_task is not None and not self._cycle_task.done():
-            self._cycle_task.cancel()
+        cycle = self._cycle_task
+        if cycle is not None and not cycle.done() and cycle is not asyncio.current_task():
+            # (from inside the cycle, e.g. the loss limit, the cycle returns by itself:
+            # cancelling it here would also cancel the rest of this method)
+            cycle.cancel()
         self._set_state(DaemonState.HALTED, reason)
         await self.notifications.notify("Halted", reason, Level.ERROR, "halt")
         if self.settings.risk.cancel_on_halt:
@@ -212,6 +224,10 @@ class OrchestrationDaemon:
         self._wake.set()
 
     async def clear_halt(self) -> None:
+        async with self._halt_lock:
+            await self._clear_halt()
+
+    async def _clear_halt(self) -> None:
         self.halt_reason = None
         self.execution.halted = False
         await self.memory.set_state(HALT_KEY, None)
@@ -224,9 +240,19 @@ class OrchestrationDaemon:
         self._stopping = True
         self._wake.set()
         if self._cycle_task is not None and not self._cycle_task.done():
-            # an analysis may be cancelled; order submission is guarded by the lock
-            async with self.execution._lock:
-                self._cycle_task.cancel()
+            # an analysis may be cancelled at once; an order call in flight (it holds the
+            # execution lock) gets ORDER_GRACE_S to finish, then it is cancelled too: the
+            # order is then marked unknown-outcome and looked up by client order id later
+            lock = self.execution._lock
+            acquired = False
+            with contextlib.suppress(asyncio.TimeoutError):
+                acquired = await asyncio.wait_for(lock.acquire(), ORDER_GRACE_S)
+            try:
+                if self._cycle_task is not None:
+                    self._cycle_task.cancel()
+            finally:
+                if acquired:
+                    lock.release()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._stopped.wait(), timeout=10)
 
@@ -291,6 +317,7 @@ class OrchestrationDaemon:
         self._tasks = [
             asyncio.create_task(self._order_updates_loop(), name="perun-order-updates"),
             asyncio.create_task(self._housekeeping_loop(), name="perun-housekeeping"),
+            asyncio.create_task(self._halt_watch_loop(), name="perun-halt-watch"),
         ]
 
     async def _shutdown(self) -> None:
@@ -423,7 +450,6 @@ class OrchestrationDaemon:
                 await self._tick_quotes()
                 await self.execution.expire_due()
                 if ticks % 5 == 0:
-                    await self._sync_halt_flag()
                     await self._refresh_portfolio()
             except asyncio.CancelledError:
                 raise
@@ -440,13 +466,29 @@ class OrchestrationDaemon:
             self._quotes.update(quotes)
             self.bus.publish(QuotesUpdated(quotes=quotes))
 
+    async def _halt_watch_loop(self) -> None:
+        """The kill switch from another shell, read on its own clock: seen within about
+        HALT_POLL_S whatever the quote interval (5 s in paper/live) or the cycle does."""
+        while not self._stopping:
+            try:
+                await self._sync_halt_flag()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._record_error("halt flag", f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(HALT_POLL_S)
+
     async def _sync_halt_flag(self) -> None:
-        """`perun halt` / `perun resume` from another shell act through the database."""
-        flag = await self.memory.get_state(HALT_KEY)
-        if flag and not self.halt_reason:
-            await self.halt(flag)
-        elif not flag and self.halt_reason:
-            await self.clear_halt()
+        """`perun halt` / `perun resume` from another shell act through the database.
+
+        Under the halt lock: a halt or resume of this process is written to the database
+        before the flag is read again, so a read in between cannot undo it."""
+        async with self._halt_lock:
+            flag = await self.memory.get_state(HALT_KEY)
+            if flag and not self.halt_reason:
+                await self._halt(flag)
+            elif not flag and self.halt_reason:
+                await self._clear_halt()
 
     async def _refresh_portfolio(self) -> None:
         try:
@@ -527,6 +569,7 @@ class OrchestrationDaemon:
         self.bus.publish(
             ScheduleUpdated(next_cycle_at=self.next_cycle_at, now=market.ts, market=market)
         )
+        await self._sync_halt_flag()  # a halt set elsewhere since the last poll counts now
         if self.halt_reason:
             report.skipped = f"halted: {self.halt_reason}"
             return
@@ -592,6 +635,7 @@ class OrchestrationDaemon:
             max_position_pct=self.settings.risk.max_position_pct,
             min_confidence=self.settings.risk.min_confidence,
             memory={s: v for s, v in memory.items() if v},
+            market_note=self.optimizer.track_note(usable) if self.optimizer else "",
         )
         choice = await self.analysis.choose()
         report.analyst = choice.label
@@ -692,15 +736,18 @@ class OrchestrationDaemon:
             await self.execution.propose(signal, approved_by_risk=True, reason="")
             if signal.status is SignalStatus.PENDING:
                 report.pending += 1
-            elif signal.status in (
-                SignalStatus.SUBMITTED,
-                SignalStatus.FILLED,
-                SignalStatus.PARTIALLY_FILLED,
-            ):
-                report.submitted += 1
+            elif signal.client_order_id is not None:
+                # an order went (or may have gone) to the broker: it counts against
+                # risk.max_orders_per_cycle whatever the broker made of it
                 self._orders_this_cycle += 1
-                self._last_trade[signal.symbol] = now
-                await self._refresh_portfolio()
+                if signal.status in (
+                    SignalStatus.SUBMITTED,
+                    SignalStatus.FILLED,
+                    SignalStatus.PARTIALLY_FILLED,
+                ):
+                    report.submitted += 1
+                    self._last_trade[signal.symbol] = now
+                    await self._refresh_portfolio()
 
     async def _history(self, symbols: list[str]) -> dict[str, list[Bar]]:
         """Bars per symbol, kept in a rolling window: after the first cycle only the few
@@ -753,3 +800,5 @@ class OrchestrationDaemon:
         )
         await self.memory.save_metrics(self.current_cycle, metrics)
         self.bus.publish(PerformanceUpdated(metrics=metrics))
+        if self.optimizer is not None:
+            self.optimizer.kick()  # the full report runs in the background, off the cycle

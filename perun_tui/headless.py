@@ -24,7 +24,7 @@ from perun_tui.events import (
     ReasoningDelta,
     ScheduleUpdated,
 )
-from perun_tui.redact import redact
+from perun_tui.redact import install_logging_filter, redact
 from perun_tui.runtime import build_runtime
 
 QUIET_EVENTS = (QuotesUpdated, PortfolioUpdated, ScheduleUpdated)
@@ -95,19 +95,25 @@ async def run_headless(
     verbose: bool = False,
     out: TextIO = sys.stdout,
 ) -> int:
-    runtime = await build_runtime(settings, every_s=every_s, max_cycles=cycles)
-    printer = EventPrinter(out, as_json=as_json, verbose=verbose)
-    sub: Subscription[Event] = runtime.bus.subscribe(coalesce=not as_json)
-    daemon = runtime.daemon
+    pass  # install_logging_filter()  # log lines on stderr are redacted too
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
 
     def request_stop() -> None:
         stop_requested.set()
 
+    # before the database is opened: a signal during start-up is a graceful stop too
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, request_stop)
+    try:
+        runtime = await build_runtime(settings, every_s=every_s, max_cycles=cycles)
+    except BaseException:
+        _remove_signal_handlers(loop)
+        raise
+    printer = EventPrinter(out, as_json=as_json, verbose=verbose)
+    sub: Subscription[Event] = runtime.bus.subscribe(coalesce=not as_json)
+    daemon = runtime.daemon
 
     async def pump() -> None:
         while True:
@@ -139,7 +145,11 @@ async def run_headless(
             await pump_task
         printer.summary()
         await runtime.close()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
+        _remove_signal_handlers(loop)
     return code
+
+
+def _remove_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(sig)

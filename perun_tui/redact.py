@@ -46,8 +46,18 @@ class RedactingFilter(logging.Filter):
 
 
 def install_logging_filter(logger: logging.Logger | None = None) -> None:
+    """Redact every record that reaches ``logger``'s handlers (default: the root's).
+
+    A filter on a logger only sees records logged *on that logger*, not those propagated
+    from its children (``perun_tui.brokers.alpaca`` and friends), so the filter goes on
+    the handlers — and on ``logging.lastResort``, the stderr handler Python uses while no
+    handler is configured at all (the headless runner's case).
+    """
     target = logger or logging.getLogger()
-    for handler in target.handlers:
+    handlers = list(target.handlers)
+    if logger is None and logging.lastResort is not None:
+        handlers.append(logging.lastResort)
+    for handler in handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
     if not any(isinstance(f, RedactingFilter) for f in target.filters):

@@ -15,6 +15,7 @@ The rules this module keeps:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -273,8 +274,23 @@ class ExecutionService:
     ) -> str:
         last_error: BrokerError | None = None
         for attempt in range(1, SUBMIT_ATTEMPTS + 1):
+            if self.halted:
+                # the kill switch fired while this order was being approved (or between
+                # retries): once a halt is observed, nothing more goes to the broker
+                return await self._finish_failed(
+                    signal, order, "halted before it was sent", OrderStatus.FAILED
+                )
             try:
                 placed = await self.broker.submit(request)
+            except asyncio.CancelledError:
+                # stopped or halted with the call in flight: it may or may not have reached
+                # the broker, so say so on disk; the lookup by client order id (next cycle,
+                # or reconciliation at start) settles it
+                order.status = OrderStatus.UNKNOWN
+                order.reason = "interrupted while it was being sent"
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.memory.save_order(order))
+                raise
             except BrokerRetryable as exc:
                 last_error = exc
                 self.stats.retries += 1
@@ -394,6 +410,8 @@ class ExecutionService:
             )
         if local.status is not remote.status and not local.can_move_to(remote.status):
             log.debug("ignoring stale update %s → %s", local.status, remote.status)
+            if fill is not None:  # a fill reported late is still a fill
+                await self._store_fill(fill, max(local.filled_qty, remote.filled_qty))
             return
         local.status = remote.status
         local.broker_order_id = remote.broker_order_id or local.broker_order_id
@@ -402,9 +420,7 @@ class ExecutionService:
         local.reason = remote.reason or local.reason
         local.updated_at = self.now()
         if fill is not None:
-            is_new = await self.memory.save_fill(fill)
-            if is_new:
-                self.bus.publish(FillReceived(fill=fill))
+            await self._store_fill(fill, local.filled_qty)
         if signal is None and local.signal_id:
             signal = await self.memory.get_signal(local.signal_id)
         target = _signal_status_for(local.status)
@@ -424,6 +440,56 @@ class ExecutionService:
                 return
         await self.memory.save_order(local)
         self.bus.publish(OrderChanged(order=local.model_copy()))
+
+    async def _store_fill(self, fill: Fill, order_filled: float) -> None:
+        part = await self._unrecorded_part(fill, order_filled)
+        if part is not None and await self.memory.save_fill(part):
+            self.bus.publish(FillReceived(fill=part))
+
+    async def _unrecorded_part(self, fill: Fill, order_filled: float) -> Fill | None:
+        """The part of a reported fill that is not stored yet.
+
+        The same execution can be reported twice under different ids — by the stream and
+        by a REST re-read, or once before a crash and again as a gap after it. The stored
+        fills of an order never add up to more than the quantity the broker says is filled.
+        """
+        stored = await self.memory.fills(client_order_id=fill.client_order_id)
+        if any(f.fill_id == fill.fill_id for f in stored):
+            return fill  # stored already: save_fill ignores it
+        room = round(order_filled - sum(f.qty for f in stored), 9)
+        if room <= 1e-9:
+            log.debug("fill %s already covered by stored fills", fill.fill_id)
+            return None
+        return fill if fill.qty <= room + 1e-9 else fill.model_copy(update={"qty": room})
+
+    async def _record_fill_gap(self, order: Order) -> None:
+        """Fills that happened while Perun was not running (or was killed before it stored
+        them) are not replayed by the broker: record the difference between the order's
+        filled quantity and its stored fills as one fill, at the implied average price."""
+        if order.filled_qty <= 0 or not order.filled_avg_price:
+            return
+        stored = await self.memory.fills(client_order_id=order.client_order_id)
+        gap = round(order.filled_qty - sum(f.qty for f in stored), 9)
+        if gap <= 1e-9:
+            return
+        value = order.filled_avg_price * order.filled_qty - sum(f.qty * f.price for f in stored)
+        price = value / gap if value > 0 else order.filled_avg_price
+        fill = Fill(
+            fill_id=f"gap:{order.broker_order_id or order.client_order_id}:{order.filled_qty:.9g}",
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            side=order.side,
+            qty=gap,
+            price=round(price, 6),
+            ts=order.updated_at or self.now(),
+        )
+        if await self.memory.save_fill(fill):
+            self.bus.publish(FillReceived(fill=fill))
+            self._log(
+                Level.INFO,
+                f"{order.symbol}: recorded {gap:g} filled while Perun was not running "
+                f"({order.client_order_id})",
+            )
 
     async def on_update(self, update: OrderUpdate) -> None:
         async with self._lock:
@@ -466,6 +532,9 @@ class ExecutionService:
                     await self.memory.save_order(ext)
                     self.bus.publish(OrderChanged(order=ext))
                     notes.append(f"external order {remote.client_order_id} ({remote.symbol})")
+            # fills the broker reported while nobody was listening
+            for order in await self.memory.orders_missing_fills():
+                await self._record_fill_gap(order)
             # approved signals whose intent never got an order row: fail them visibly
             for signal in await self.memory.signals([SignalStatus.APPROVED]):
                 cid = signal.client_order_id or client_order_id_for(signal.id, self.mode)
