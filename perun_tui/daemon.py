@@ -119,6 +119,7 @@ class OrchestrationDaemon:
         self.max_cycles = max_cycles
         self.quote_interval_s = quote_interval_s
         self.symbols = list(settings.trading.symbols)
+        self._universe = frozenset(self.symbols)
         self.execution = ExecutionService(
             settings=settings,
             broker=broker,
@@ -516,7 +517,27 @@ class OrchestrationDaemon:
 
     # ------------------------------------------------------------------ risk inputs
 
-    def _risk_inputs(self, symbol: str, quote: Quote | None) -> RiskInputs:
+    def _risk_inputs(
+        self, symbol: str, quote: Quote | None, base: RiskInputs | None = None
+    ) -> RiskInputs:
+        """What the risk policy sees for ``symbol`` now. ``base``: the account-wide part
+        (``_risk_base()``) when many symbols are sized at one moment."""
+        b = base if base is not None else self._risk_base()
+        return RiskInputs(
+            account=b.account,
+            positions=b.positions,
+            quote=quote if quote is not None else self._quotes.get(symbol),
+            now=b.now,
+            last_trade_at=self._last_trade.get(symbol),
+            orders_this_cycle=b.orders_this_cycle,
+            open_position_count=b.open_position_count,
+            day_start_equity=b.day_start_equity,
+            universe=b.universe,
+            pending_buy_notional=b.pending_buy_notional,
+        )
+
+    def _risk_base(self) -> RiskInputs:
+        """The account-wide risk inputs (no symbol, no quote), computed once."""
         account = self._account or Account(cash=0, equity=0, buying_power=0)
         pending_buys = sum(
             (o.qty or 0) * (self._quotes[o.symbol].last if o.symbol in self._quotes else 0)
@@ -528,27 +549,25 @@ class OrchestrationDaemon:
         return RiskInputs(
             account=account,
             positions=self._positions,
-            quote=quote if quote is not None else self._quotes.get(symbol),
+            quote=None,
             now=self.clock.now(),
-            last_trade_at=self._last_trade.get(symbol),
             orders_this_cycle=self._orders_this_cycle,
             open_position_count=len(
                 {s for s, p in self._positions.items() if p.qty != 0}
                 | {o.symbol for o in self._open_orders if o.side is Side.BUY}
             ),
             day_start_equity=self._day_start_equity,
-            universe=set(self.symbols),
+            universe=self._universe,
             pending_buy_notional=pending_buys,
         )
 
     # ------------------------------------------------------------------ the cycle
 
     async def _cycle(self) -> CycleReport:
-        cycle = await self.memory.next_cycle_number()
-        self.current_cycle = cycle
         now = self.clock.now()
+        cycle = await self.memory.begin_cycle(now)  # number + row in one statement
+        self.current_cycle = cycle
         report = CycleReport(cycle=cycle, started_at=now)
-        await self.memory.start_cycle(cycle, now)
         self.bus.publish(CycleStarted(cycle=cycle, at=now))
         self._set_state(DaemonState.CYCLING, f"cycle {cycle}")
         try:
@@ -610,18 +629,19 @@ class OrchestrationDaemon:
 
         # 4. recall
         prices = {s: q.last for s, q in quotes.items()}
-        memory = await self.memory.recall(symbols, per_symbol=3, prices=prices)
-        self._last_trade = await self.memory.last_trade_times(symbols)
+        memory, self._last_trade = await self.memory.recall_context(
+            symbols, per_symbol=3, prices=prices
+        )
 
         # 5. analyse
         usable = [s for s in symbols if s in quotes]
         features = {s: compute_features(s, history.get(s, []), quotes[s]) for s in usable}
         self._orders_this_cycle = 0
         fractional = self.settings.trading.fractional
-        limits = {
-            s: self.policy.limits_for(s, self._risk_inputs(s, quotes[s]), fractional=fractional)
-            for s in usable
-        }
+        base = self._risk_base()  # account-wide inputs: once, not once per symbol
+        limits = self.policy.limits(
+            usable, lambda s: self._risk_inputs(s, quotes[s], base), fractional=fractional
+        )
         context = AnalysisContext(
             cycle=cycle,
             now=report.started_at,
@@ -750,23 +770,39 @@ class OrchestrationDaemon:
                     await self._refresh_portfolio()
 
     async def _history(self, symbols: list[str]) -> dict[str, list[Bar]]:
-        """Bars per symbol, kept in a rolling window: after the first cycle only the few
-        newest bars are fetched and merged, so a cycle does not re-download history."""
+        """Bars per symbol, kept in a rolling window: after the first cycle only the bars
+        that can have completed since the window's newest one (plus that one again) are
+        fetched and merged, so a cycle does not re-download history."""
         want = self.settings.trading.history_bars
         minutes = self.settings.trading.frequency_minutes
-        cold = [s for s in symbols if len(self._bars.get(s, ())) < want // 2]
-        warm = [s for s in symbols if s not in cold]
+        step = timedelta(minutes=minutes)
+        now = self.clock.now()
+        cold: list[str] = []
+        warm: dict[int, list[str]] = {}  # how many bars to fetch -> symbols
+        for s in symbols:
+            window = self._bars.get(s, [])
+            if len(window) < want // 2:
+                cold.append(s)
+            else:
+                # bars completed since the newest one held, + that one: never a gap
+                # (wall time over-counts closed hours, which only fetches more)
+                n = max(2, min(want, int((now - window[-1].ts) / step)))
+                warm.setdefault(n, []).append(s)
         fetches = []
         if cold:
             fetches.append(self.broker.history(cold, minutes, want))
-        if warm:
-            fetches.append(self.broker.history(warm, minutes, 4))
+        for n, names in warm.items():
+            fetches.append(self.broker.history(names, minutes, n))
         for fetched in await asyncio.gather(*fetches):
             for sym, bars in fetched.items():
                 old = self._bars.get(sym, [])
                 if bars:
+                    # the window is in time order: drop its tail from the first new bar on
                     first = bars[0].ts
-                    old = [b for b in old if b.ts < first]
+                    keep = len(old)
+                    while keep and old[keep - 1].ts >= first:
+                        keep -= 1
+                    old = old[max(0, keep + len(bars) - want) : keep]
                 self._bars[sym] = (old + bars)[-want:]
         return {s: self._bars.get(s, []) for s in symbols}
 

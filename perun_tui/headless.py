@@ -95,7 +95,7 @@ async def run_headless(
     verbose: bool = False,
     out: TextIO = sys.stdout,
 ) -> int:
-    pass  # install_logging_filter()  # log lines on stderr are redacted too
+    install_logging_filter()  # log lines on stderr are redacted too
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
 

@@ -167,7 +167,6 @@ def test_keys_never_leave_the_process(
         outputs.append(child.output())
         found += leaks(child.output(), f"stdout {args[-3:]}")
         found += leaks("\n".join(child.stderr), f"stderr {args[-3:]}")
-        print("\n".join(child.stderr[-15:]))
 
     # 2. keys refused at start-up: the message names the key only masked
     fake.faults.add("/v2/account", "401", count=None)
