@@ -13,6 +13,7 @@ the settings are valid.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -170,6 +171,27 @@ class SimSettings(_Section):
     seed: int = 42
     speed: float = Field(30, gt=0, le=100000)
     starting_cash: float = Field(100000, gt=0)
+    start: str = ""
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _start(cls, v: Any) -> Any:
+        if isinstance(v, dt.date):  # a TOML date literal
+            return v.isoformat()
+        if isinstance(v, str) and v.strip():
+            try:
+                day = dt.date.fromisoformat(v.strip())
+            except ValueError:
+                raise ValueError("must be empty or a date like 2026-11-30") from None
+            if not 2000 <= day.year <= 2100:
+                raise ValueError("must be a date between 2000 and 2100")
+            return day.isoformat()
+        return v
+
+    @property
+    def start_date(self) -> dt.date | None:
+        """The session the simulation starts at when its database has no later time."""
+        return dt.date.fromisoformat(self.start) if self.start else None
 
 
 class StorageSettings(_Section):

@@ -396,9 +396,11 @@ class SimClock:
     """Simulated exchange time running ``speed`` times faster than real time.
 
     Starts at the open of the latest NYSE session relative to ``start`` (default: the real
-    now) and only ever shows in-session time: when it would pass a close it continues from
-    the next session's open. ``monotonic`` (seconds, like :func:`time.monotonic`) may be
-    injected for deterministic tests.
+    now), or at ``resume`` when that is later — a simulation that ran before carries on
+    where it stopped instead of replaying time it has already traded through. It only
+    ever shows in-session time: when it would pass a close it continues from the next
+    session's open. ``monotonic`` (seconds, like :func:`time.monotonic`) may be injected
+    for deterministic tests.
     """
 
     def __init__(
@@ -407,6 +409,7 @@ class SimClock:
         speed: float = 30.0,
         start: dt.datetime | None = None,
         *,
+        resume: dt.datetime | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if not speed > 0:
@@ -415,6 +418,7 @@ class SimClock:
         self.speed = float(speed)
         self._monotonic = monotonic
         self._reference = _aware_utc(start) if start is not None else None
+        self._resume = _aware_utc(resume) if resume is not None else None
         # Anchored lazily on first use, so constructing a SimClock never loads pandas.
         self._anchor: tuple[float, dt.datetime, dt.datetime] | None = None
         self._start: dt.datetime | None = None
@@ -425,12 +429,14 @@ class SimClock:
         if anchor is None:
             reference = self._reference or dt.datetime.now(UTC)
             opened = self.calendar.latest_session_open(reference)
+            if self._resume is not None and self._resume > opened:
+                opened = self.calendar.clamp_to_session(self._resume)
             anchor = self._rebase(self._monotonic(), opened)
         return anchor
 
     @property
     def start(self) -> dt.datetime:
-        """Where the simulation started: the open of the latest session at start-up."""
+        """Where the simulation started: the latest session's open, or the resume time."""
         self._anchored()
         assert self._start is not None
         return self._start

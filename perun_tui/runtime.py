@@ -4,6 +4,7 @@ runner, tests and benchmarks alike, so they all run the same daemon."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,15 @@ from perun_tui.config import Settings
 from perun_tui.daemon import OrchestrationDaemon
 from perun_tui.llm.base import Analyst
 from perun_tui.llm.rules import RulesAnalyst
-from perun_tui.market_hours import Clock, SimClock, TradingCalendar, WallClock, default_calendar
+from perun_tui.market_hours import (
+    EXCHANGE_TZ,
+    Clock,
+    SimClock,
+    TradingCalendar,
+    WallClock,
+    default_calendar,
+    next_cycle_time,
+)
 from perun_tui.redact import register_secrets
 from perun_tui.services.ai import AnalysisService
 from perun_tui.services.memory import Memory
@@ -74,6 +83,19 @@ def build_analyst(settings: Settings) -> tuple[Analyst, Analyst | None]:
     return OllamaAnalyst(settings.llm), fallback
 
 
+async def sim_clock(settings: Settings, calendar: TradingCalendar, memory: Memory) -> SimClock:
+    """The simulated clock: at ``sim.start`` (or the latest session's open), or, when this
+    database has run before, at the cycle after its last one — sim time never goes back."""
+    start = None
+    if (day := settings.sim.start_date) is not None:
+        start = calendar.clamp_to_session(dt.datetime.combine(day, dt.time(), EXCHANGE_TZ))
+    last = await memory.cycles(limit=1)
+    resume = (
+        next_cycle_time(last[0].started_at, settings.trading.frequency_minutes) if last else None
+    )
+    return SimClock(calendar, speed=settings.sim.speed, start=start, resume=resume)
+
+
 async def build_runtime(
     settings: Settings,
     *,
@@ -86,17 +108,17 @@ async def build_runtime(
     register_secrets(settings.secret_values())
     bus = bus or EventBus()
     calendar = default_calendar()
-    if clock is None:
-        clock = (
-            SimClock(calendar, speed=settings.sim.speed)
-            if settings.trading.mode == "sim"
-            else WallClock()
-        )
     if quote_interval_s is None:
         # the sim costs nothing per quote; Alpaca allows ~200 requests/min per account
         quote_interval_s = 1.0 if settings.trading.mode == "sim" else 5.0
     memory = await Memory.open(settings.database_path())
     try:
+        if clock is None:
+            clock = (
+                await sim_clock(settings, calendar, memory)
+                if settings.trading.mode == "sim"
+                else WallClock()
+            )
         broker = build_broker(settings, clock, calendar, memory)
         primary, fallback = build_analyst(settings)
     except Exception:

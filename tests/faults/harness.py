@@ -55,6 +55,7 @@ from tests.fakes.alpaca_server import FakeAlpaca
 from tests.fakes.ollama_server import FakeOllama
 from tests.faults.child import JOURNAL_ENV
 from tests.faults.trader import Trader
+from tests.sim import SIM_START
 
 REPO = Path(__file__).resolve().parents[2]
 SYMBOLS = ("AAPL", "MSFT", "NVDA", "SPY", "AMZN", "GOOGL")
@@ -457,6 +458,7 @@ def base_env(storage: Path, ollama_url: str) -> dict[str, str]:
             "XDG_CONFIG_HOME": str(storage / "config"),
             "XDG_DATA_HOME": str(storage / "xdg-data"),
             "PERUN_STORAGE__PATH": str(storage / "data"),
+            "PERUN_SIM__START": SIM_START,
             "PERUN_TRADING__SYMBOLS": ",".join(SYMBOLS),
             "PERUN_TRADING__HISTORY_BARS": "30",
             "PERUN_LLM__PROVIDER": "ollama",

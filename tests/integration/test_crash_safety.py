@@ -55,6 +55,7 @@ from tests.faults.harness import (
     trader_ollama,
 )
 from tests.faults.soak import run_soak
+from tests.sim import SIM_START
 
 SLOW = os.environ.get("PERUN_SLOW") == "1"
 
@@ -238,6 +239,7 @@ class ScriptedAnalyst:
 def _sim_settings(path: Path, **env: str) -> Settings:
     base = {
         "PERUN_STORAGE__PATH": str(path / "data"),
+        "PERUN_SIM__START": SIM_START,
         "PERUN_LLM__PROVIDER": "rules",
         "PERUN_APPROVAL__MODE": "auto",
         "PERUN_RISK__COOLDOWN_MINUTES": "0",

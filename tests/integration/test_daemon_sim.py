@@ -18,6 +18,7 @@ from perun_tui.llm.base import AnalysisContext, AnalysisResult, AnalystHealth, D
 from perun_tui.models import OrderStatus, SignalStatus
 from perun_tui.runtime import build_runtime
 from perun_tui.services.memory import Memory
+from tests.sim import SIM_START
 
 
 def settings_for(tmp_path: Path, **env: str) -> Settings:
@@ -25,6 +26,7 @@ def settings_for(tmp_path: Path, **env: str) -> Settings:
         "PERUN_STORAGE__PATH": str(tmp_path / "data"),
         "PERUN_LLM__PROVIDER": "rules",
         "PERUN_RISK__COOLDOWN_MINUTES": "0",
+        "PERUN_SIM__START": SIM_START,
     }
     base.update(env)
     return load_settings(env=base, cwd=tmp_path, use_dotenv=False)
@@ -186,6 +188,7 @@ def test_headless_cli_end_to_end(tmp_path: Path) -> None:
         "PERUN_LLM__PROVIDER": "rules",
         "PERUN_APPROVAL__MODE": "auto",
         "PERUN_RISK__COOLDOWN_MINUTES": "0",
+        "PERUN_SIM__START": SIM_START,
     }
     cmd = [sys.executable, "-m", "perun_tui.cli", "run", "--headless", "--cycles", "4",
            "--every", "200ms", "--json"]
@@ -202,3 +205,12 @@ def test_headless_cli_end_to_end(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     starts = [json.loads(x) for x in proc.stdout.splitlines() if '"CycleStarted"' in x]
     assert [e["cycle"] for e in starts] == [5, 6, 7, 8]
+
+
+async def test_sim_time_carries_on_across_restarts(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    first = [e for e in await run_cycles(settings, 2) if isinstance(e, CycleFinished)]
+    second = [e for e in await run_cycles(settings, 2) if isinstance(e, CycleFinished)]
+    times = [e.report.started_at for e in first + second]
+    assert times == sorted(times) and len(set(times)) == 4, times
+    assert times[0].date().isoformat() == SIM_START

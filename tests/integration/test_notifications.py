@@ -33,6 +33,7 @@ from perun_tui.services.notification import (
 from perun_tui.services.notifiers.email import EmailNotifier
 from perun_tui.services.notifiers.webhook import WebhookNotifier, detect_style
 from perun_tui.services.optimization import DailySummary
+from tests.sim import SIM_START
 
 # --------------------------------------------------------------------------- receivers
 
@@ -234,6 +235,7 @@ async def test_order_rejections_are_watched(receiver: Receiver) -> None:
 def settings_for(tmp_path: Path, **env: str) -> Settings:
     base = {
         "PERUN_STORAGE__PATH": str(tmp_path / "data"),
+        "PERUN_SIM__START": SIM_START,
         "PERUN_LLM__PROVIDER": "rules",
         "PERUN_RISK__COOLDOWN_MINUTES": "0",
         "PERUN_APPROVAL__MODE": "auto",

@@ -33,6 +33,7 @@ from perun_tui.services.memory import Memory
 from perun_tui.services.notification import NotificationService
 from perun_tui.services.optimization import Optimizer, performance_report
 from perun_tui.services.suggestions import Suggestion, SuggestionError, load_changes
+from tests.sim import SIM_START
 
 T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)  # Monday 09:30 New York
 
@@ -40,6 +41,7 @@ T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)  # Monday 09:30 New York
 def settings_for(tmp_path: Path, **env: str) -> Settings:
     base = {
         "PERUN_STORAGE__PATH": str(tmp_path / "data"),
+        "PERUN_SIM__START": SIM_START,
         "PERUN_LLM__PROVIDER": "rules",
         "PERUN_RISK__COOLDOWN_MINUTES": "0",
         "PERUN_TRADING__SYMBOLS": "A,B",
@@ -165,6 +167,7 @@ async def test_sim_run_then_report_apply_and_revert(
     config.write_text('[risk]\nmin_confidence = 0.55  # gate\n')
     env = {
         "PERUN_STORAGE__PATH": str(tmp_path / "data"),
+        "PERUN_SIM__START": SIM_START,
         "PERUN_LLM__PROVIDER": "rules",
         "PERUN_RISK__COOLDOWN_MINUTES": "0",
         "PERUN_APPROVAL__MODE": "auto",
@@ -207,6 +210,7 @@ def test_cli_report_json(tmp_path: Path) -> None:
     env = {
         **os.environ,
         "PERUN_STORAGE__PATH": str(tmp_path / "data"),
+        "PERUN_SIM__START": SIM_START,
         "PERUN_TRADING__SYMBOLS": "A,B",
     }
     out = subprocess.run(
@@ -252,6 +256,7 @@ async def test_optimizer_auto_applies_within_bounds_and_reverts(tmp_path: Path) 
     config.write_text("[risk]\nmin_confidence = 0.6\n")
     env = {
         "PERUN_STORAGE__PATH": str(tmp_path / "data"),
+        "PERUN_SIM__START": SIM_START,
         "PERUN_TRADING__SYMBOLS": "A,B",
         "PERUN_OPTIMIZATION__AUTO_APPLY": "true",
     }

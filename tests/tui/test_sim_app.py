@@ -17,6 +17,7 @@ from perun_tui.tui.app import PerunApp, real_runtime
 from perun_tui.tui.screens.confirm import ConfirmModal
 from perun_tui.tui.screens.errors import ErrorsModal
 from tests.fakes.ollama_server import FakeOllama, HttpError, Reply
+from tests.sim import SIM_START
 
 from .conftest import until
 
@@ -52,7 +53,7 @@ def sim_settings(tmp_path: Path, host: str) -> Settings:
             "approval": {"mode": "manual", "ttl_minutes": 1440},
             "llm": {"provider": "ollama", "host": host, "fallback": "none", "timeout_s": 10},
             "notify": {"bell": False},
-            "sim": {"seed": 42, "speed": 30},
+            "sim": {"seed": 42, "speed": 30, "start": SIM_START},
         }
     )
 

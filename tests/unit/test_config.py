@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 from pathlib import Path
@@ -94,6 +95,7 @@ def test_perun_names_win_over_legacy_names(tmp_path: Path) -> None:
         ("", {"PERUN_APPROVAL__MODE": "sometimes"}, "environment PERUN_APPROVAL__MODE"),
         ("", {"PERUN_APPROVAL__AUTO_MIN_CONFIDENCE": "1.5"}, "≤ 1"),
         ("", {"TRADING_SYMBOLS": "AAPL,$$$"}, "environment TRADING_SYMBOLS"),
+        ('[sim]\nstart = "last tuesday"\n', {}, "a date like 2026-11-30"),
     ],
 )
 def test_bad_config_names_key_value_and_allowed(
@@ -142,3 +144,12 @@ def test_cli_exits_2_before_writing_anything(tmp_path: Path) -> None:
     assert "risk.max_open_positions = -1" in proc.stderr
     assert proc.stderr.count("\n") <= 3  # one message, no traceback
     assert not data.exists()
+
+
+def test_sim_start_takes_a_toml_date_or_text(tmp_path: Path) -> None:
+    path = write(tmp_path, "[sim]\nstart = 2026-11-30\n")
+    assert load_settings(path, env={}, use_dotenv=False).sim.start_date == dt.date(2026, 11, 30)
+    path.unlink()
+    env = {"PERUN_SIM__START": "2026-11-24"}
+    assert load_settings(env=env, cwd=tmp_path, use_dotenv=False).sim.start == "2026-11-24"
+    assert load_settings(env={}, cwd=tmp_path, use_dotenv=False).sim.start_date is None

@@ -36,6 +36,7 @@ from perun_tui.services.suggestions import (
     revert_change,
     set_toml_value,
 )
+from tests.sim import SIM_START
 
 T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)  # Monday 09:30 New York
 NEXT_DAY = T0 + timedelta(days=1)
@@ -164,7 +165,7 @@ def test_track_records() -> None:
 
 
 def settings_for(tmp_path: Path, **env: str):  # type: ignore[no-untyped-def]
-    base = {"PERUN_STORAGE__PATH": str(tmp_path / "data")}
+    base = {"PERUN_STORAGE__PATH": str(tmp_path / "data"), "PERUN_SIM__START": SIM_START}
     base.update(env)
     return load_settings(env=base, cwd=tmp_path, use_dotenv=False)
 
