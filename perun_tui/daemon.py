@@ -75,6 +75,7 @@ log = logging.getLogger(__name__)
 
 HALT_KEY = "halted"
 INSTANCE_KEY = "instance_id"
+SIM_TIME_KEY = "sim_time"  # where simulated time stood: a restart carries on from there
 MAX_BACKOFF_S = 300.0
 ORDER_GRACE_S = 2.0  # at a stop, how long an order call in flight may take to finish
 HALT_POLL_S = 1.0  # how often the shared halt flag (`perun halt` elsewhere) is read
@@ -339,6 +340,8 @@ class OrchestrationDaemon:
                 await task
         with contextlib.suppress(Exception):
             await self.analysis.close()
+        with contextlib.suppress(Exception):
+            await self._save_sim_time()
         self._set_state(DaemonState.STOPPED)
         self._stopped.set()
 
@@ -452,6 +455,7 @@ class OrchestrationDaemon:
                 await self.execution.expire_due()
                 if ticks % 5 == 0:
                     await self._refresh_portfolio()
+                    await self._save_sim_time()
             except asyncio.CancelledError:
                 raise
             except BrokerError as exc:
@@ -460,6 +464,10 @@ class OrchestrationDaemon:
                 await self._record_error("housekeeping", f"{type(exc).__name__}: {exc}")
             ticks += 1
             await asyncio.sleep(self.quote_interval_s)
+
+    async def _save_sim_time(self) -> None:
+        if isinstance(self.clock, SimClock):
+            await self.memory.set_state(SIM_TIME_KEY, self.clock.now().isoformat())
 
     async def _tick_quotes(self) -> None:
         quotes = await self.broker.latest(self.symbols)

@@ -11,7 +11,7 @@ from pathlib import Path
 from perun_tui.brokers.base import Broker
 from perun_tui.bus import EventBus
 from perun_tui.config import Settings
-from perun_tui.daemon import OrchestrationDaemon
+from perun_tui.daemon import SIM_TIME_KEY, OrchestrationDaemon
 from perun_tui.llm.base import Analyst
 from perun_tui.llm.rules import RulesAnalyst
 from perun_tui.market_hours import (
@@ -21,7 +21,6 @@ from perun_tui.market_hours import (
     TradingCalendar,
     WallClock,
     default_calendar,
-    next_cycle_time,
 )
 from perun_tui.redact import register_secrets
 from perun_tui.services.ai import AnalysisService
@@ -85,15 +84,16 @@ def build_analyst(settings: Settings) -> tuple[Analyst, Analyst | None]:
 
 async def sim_clock(settings: Settings, calendar: TradingCalendar, memory: Memory) -> SimClock:
     """The simulated clock: at ``sim.start`` (or the latest session's open), or, when this
-    database has run before, at the cycle after its last one — sim time never goes back."""
+    database has run before, where its simulated time stood when it stopped (saved by the
+    daemon; at least its last cycle) — sim time never goes back, so pending signals keep
+    the TTL they had left."""
     start = None
     if (day := settings.sim.start_date) is not None:
         start = calendar.clamp_to_session(dt.datetime.combine(day, dt.time(), EXCHANGE_TZ))
-    last = await memory.cycles(limit=1)
-    resume = (
-        next_cycle_time(last[0].started_at, settings.trading.frequency_minutes) if last else None
-    )
-    return SimClock(calendar, speed=settings.sim.speed, start=start, resume=resume)
+    seen = [c.started_at for c in await memory.cycles(limit=1)]
+    if saved := await memory.get_state(SIM_TIME_KEY):
+        seen.append(dt.datetime.fromisoformat(saved))
+    return SimClock(calendar, speed=settings.sim.speed, start=start, resume=max(seen, default=None))
 
 
 async def build_runtime(

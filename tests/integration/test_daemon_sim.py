@@ -214,3 +214,30 @@ async def test_sim_time_carries_on_across_restarts(tmp_path: Path) -> None:
     times = [e.report.started_at for e in first + second]
     assert times == sorted(times) and len(set(times)) == 4, times
     assert times[0].date().isoformat() == SIM_START
+
+
+async def test_pending_signals_keep_their_ttl_across_a_restart(tmp_path: Path) -> None:
+    """With the default TTL (one cycle), the last cycle's pending signals must survive a
+    restart: sim time carries on from where it stood, it does not jump ahead."""
+    settings = settings_for(tmp_path)
+    assert settings.approval.ttl_minutes == settings.trading.frequency_minutes
+    events = await run_cycles(settings, 4)
+    last_cycle = max(e.report.cycle for e in events if isinstance(e, CycleFinished))
+    pending = {
+        e.signal.id for e in events
+        if isinstance(e, SignalChanged) and e.transition.new is SignalStatus.PENDING
+        and e.signal.cycle == last_cycle
+    }
+    assert pending, "the last cycle should leave something pending"
+    runtime = await build_runtime(settings, every_s=30, quote_interval_s=0.05)
+    task = asyncio.create_task(runtime.daemon.run())
+    try:
+        for _ in range(200):
+            if runtime.daemon.execution.ready and runtime.daemon.cycles_run:
+                break
+            await asyncio.sleep(0.02)
+        assert pending <= {s.id for s in runtime.daemon.pending_signals()}
+    finally:
+        await runtime.daemon.stop()
+        await task
+        await runtime.close()
