@@ -16,7 +16,7 @@ import contextlib
 import logging
 import secrets
 import traceback
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -183,6 +183,11 @@ class OrchestrationDaemon:
         except BrokerError:
             quote = self._quotes.get(signal.symbol)
         return SignalDetails(signal=signal, transitions=transitions, quote_now=quote)
+
+    async def pull_model(self, on_progress: Callable[[str, float | None], None]) -> str:
+        """Download the configured Ollama model (``ollama pull``), reporting each step as
+        ``(status, fraction or None)``; returns what happened, for the user."""
+        return await self.analysis.pull(on_progress)
 
     def run_now(self) -> None:
         """Run a cycle at once (also while waiting for the schedule)."""
@@ -674,9 +679,7 @@ class OrchestrationDaemon:
 
         result, elapsed = await self.analysis.analyze(choice, context, on_delta)
         await self.memory.save_analysis(cycle, result, elapsed)
-        tokens = (
-            result.usage.prompt_tokens + result.usage.completion_tokens if result.usage else None
-        )
+        usage = result.usage
         self.bus.publish(
             AnalysisFinished(
                 cycle=cycle,
@@ -684,8 +687,12 @@ class OrchestrationDaemon:
                 market_view=result.market_view,
                 signals=len(result.signals),
                 elapsed_s=elapsed,
-                tokens=tokens,
+                tokens=usage.prompt_tokens + usage.completion_tokens if usage else None,
                 error=result.error,
+                prompt_tokens=usage.prompt_tokens if usage else None,
+                completion_tokens=usage.completion_tokens if usage else None,
+                load_ms=usage.load_ms if usage else None,
+                tokens_per_s=usage.tokens_per_s if usage else None,
             )
         )
         for note in result.dropped:

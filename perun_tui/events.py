@@ -174,6 +174,7 @@ class AnalystStatus(Event):
     name: str  # e.g. "qwen3:8b" or "rules"
     available: bool
     detail: str = ""  # e.g. "Ollama not reachable at http://…; using rules"
+    missing_model: str = ""  # the configured model when the server lacks it (offer a pull)
 
     def coalesce_key(self) -> object:
         return "analyst"
@@ -257,11 +258,27 @@ class AnalysisFinished(Event):
     elapsed_s: float
     tokens: int | None = None
     error: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    load_ms: float | None = None
+    tokens_per_s: float | None = None
+
+    def usage_text(self) -> str:
+        """``456 in / 63 out · load 48 ms · 45 tok/s``, or "" when the analyst has none."""
+        if self.prompt_tokens is None or self.completion_tokens is None:
+            return ""
+        parts = [f"{self.prompt_tokens} in / {self.completion_tokens} out"]
+        if self.load_ms:
+            parts.append(f"load {self.load_ms:.0f} ms")
+        if self.tokens_per_s:
+            parts.append(f"{self.tokens_per_s:.0f} tok/s")
+        return " · ".join(parts)
 
     def describe(self) -> str:
         if self.error:
             return f"analysis {self.cycle} FAILED ({self.analyst}): {self.error}"
-        tok = f", {self.tokens} tok" if self.tokens else ""
+        usage = self.usage_text()
+        tok = f", {usage}" if usage else ""
         return (
             f"analysis {self.cycle} by {self.analyst}: {self.signals} idea(s) in "
             f"{self.elapsed_s:.1f}s{tok} — {self.market_view[:100]}"

@@ -8,6 +8,7 @@ or no analysis at all. The LLM is never pretended to have answered.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from perun_tui.bus import EventBus
@@ -35,13 +36,13 @@ class AnalysisService:
         self.bus = bus
         self.primary = primary
         self.fallback = fallback
-        self._last_detail: str | None = None
+        self._last_status: AnalystStatus | None = None
 
     async def choose(self) -> AnalystChoice:
         health = await self.primary.check()
         if health.ok:
             choice = AnalystChoice(self.primary, health.name, "")
-            if self._last_detail:
+            if self._last_status is not None and not self._last_status.available:
                 self._log(Level.INFO, f"{health.name} is available again")
         elif self.fallback is not None:
             choice = AnalystChoice(
@@ -53,14 +54,27 @@ class AnalysisService:
                 "none",
                 f'{health.detail}; llm.fallback = "none": no analysis until it is back',
             )
-        if choice.detail != (self._last_detail or ""):
+        status = AnalystStatus(
+            name=choice.label,
+            available=health.ok,
+            detail=choice.detail,
+            missing_model=health.name if health.missing_model else "",
+        )
+        if status != self._last_status:  # said once per change, not every cycle
             if choice.detail:
                 self._log(Level.WARNING, choice.detail)
-            self._last_detail = choice.detail
-        self.bus.publish(
-            AnalystStatus(name=choice.label, available=health.ok, detail=choice.detail)
-        )
+            self._last_status = status
+            self.bus.publish(status)
         return choice
+
+    async def pull(self, on_progress: Callable[[str, float | None], None]) -> str:
+        """Pull the preferred analyst's model (Ollama only), then check it again."""
+        pull = getattr(self.primary, "pull", None)
+        if pull is None:
+            return f"{self.primary.name} has no model to pull"
+        health = await pull(lambda step: on_progress(step.status, step.fraction))
+        await self.choose()
+        return f"{health.name} is ready" if health.ok else health.detail
 
     def _log(self, level: Level, message: str) -> None:
         self.bus.publish(LogEvent(level=level, message=message, source="analyst"))
