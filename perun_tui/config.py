@@ -21,6 +21,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
+from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import (
@@ -138,14 +139,32 @@ class LLMSettings(_Section):
     @field_validator("host")
     @classmethod
     def _host(cls, v: str) -> str:
-        v = v.strip()
-        if not v:
-            raise ValueError("must not be empty, e.g. http://127.0.0.1:11434")
-        if "://" not in v:
-            v = "http://" + v  # OLLAMA_HOST is often given as host:port
-        if not re.match(r"^https?://[^\s/]+", v):
-            raise ValueError("must be an http(s) URL, e.g. http://127.0.0.1:11434")
-        return v.rstrip("/")
+        return ollama_url(v)
+
+
+def ollama_url(value: str) -> str:
+    """``OLLAMA_HOST`` as Ollama itself reads it: ``gpu`` → ``http://gpu:11434``,
+    ``0.0.0.0`` → ``http://0.0.0.0:11434``, ``:8080`` → ``http://127.0.0.1:8080``; with a
+    scheme and no port the scheme's own port applies (``https://box`` → 443)."""
+    text = value.strip()
+    if not text:
+        raise ValueError("must not be empty, e.g. http://127.0.0.1:11434")
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "http", text
+    if scheme not in ("http", "https") or not re.match(r"^[^\s/?#]*(/[^\s]*)?$", rest):
+        raise ValueError("must be an http(s) URL or host[:port], e.g. http://127.0.0.1:11434")
+    try:
+        parts = urlsplit(f"{scheme}://{rest}")
+        port = parts.port
+    except ValueError:
+        raise ValueError("has an invalid port; e.g. http://127.0.0.1:11434") from None
+    if port is None:
+        port = 11434 if not sep else (443 if scheme == "https" else 80)
+    host = parts.hostname or "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    return f"{scheme}://{host}:{port}{parts.path.rstrip('/')}"
 
 
 class AlpacaSettings(_Section):

@@ -153,3 +153,25 @@ def test_sim_start_takes_a_toml_date_or_text(tmp_path: Path) -> None:
     env = {"PERUN_SIM__START": "2026-11-24"}
     assert load_settings(env=env, cwd=tmp_path, use_dotenv=False).sim.start == "2026-11-24"
     assert load_settings(env={}, cwd=tmp_path, use_dotenv=False).sim.start_date is None
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:11434"),  # OLLAMA_HOST without a port: Ollama's port
+        ("0.0.0.0", "http://0.0.0.0:11434"),
+        ("gpu-box:8080", "http://gpu-box:8080"),
+        (":11500", "http://127.0.0.1:11500"),
+        ("https://llm.example", "https://llm.example:443"),
+        ("http://127.0.0.1:11434/", "http://127.0.0.1:11434"),
+        ("[::1]", "http://[::1]:11434"),
+    ],
+)
+def test_ollama_host_is_read_as_ollama_reads_it(tmp_path: Path, given: str, used: str) -> None:
+    settings = load_settings(env={"OLLAMA_HOST": given}, cwd=tmp_path, use_dotenv=False)
+    assert settings.llm.host == used
+
+
+def test_bad_ollama_host(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="llm.host"):
+        load_settings(env={"OLLAMA_HOST": "ftp://x"}, cwd=tmp_path, use_dotenv=False)
