@@ -129,6 +129,7 @@ class LLMSettings(_Section):
     think: bool = True
     temperature: float = Field(0.2, ge=0, le=2)
     timeout_s: float = Field(120, gt=0, le=3600)
+    deadline_s: float = Field(600, gt=0, le=7200)
     fallback: Literal["rules", "none"] = "rules"
     keep_alive: str = "10m"
     num_ctx: int = Field(8192, ge=512)

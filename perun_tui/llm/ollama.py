@@ -82,6 +82,7 @@ NETWORK_ERRORS: tuple[type[BaseException], ...] = (
     httpx.HTTPError,
     IncompleteStream,
 )
+CHECK_TIMEOUT_S = 5.0  # the availability check before each cycle
 FLUSH_CHARS = 64
 FLUSH_INTERVAL_S = 0.05
 MAX_PROBLEMS_SHOWN = 5
@@ -288,10 +289,31 @@ class OllamaAnalyst:
         """``llm.think`` where the model can think; otherwise not sent at all."""
         return self.settings.think if "thinking" in await self.capabilities() else None
 
+    @property
+    def check_timeout_s(self) -> float:
+        """A status check is cheap: a server that takes longer is as good as down, and
+        waiting the full ``llm.timeout_s`` would hold up every cycle."""
+        return min(CHECK_TIMEOUT_S, self.settings.timeout_s)
+
     async def check(self) -> AnalystHealth:
         """Cheap: ``/api/tags``, plus ``/api/show`` the first time a model is seen."""
         if self.template_error is not None:
             return AnalystHealth(ok=False, name=self.name, detail=self.template_error)
+        try:
+            async with asyncio.timeout(self.check_timeout_s):
+                return await self._check()
+        except TimeoutError:
+            return AnalystHealth(
+                ok=False,
+                name=self.name,
+                detail=(
+                    f"Ollama at {self.host} did not answer a status check within "
+                    f"{self.check_timeout_s:g} s — is it overloaded or stuck? "
+                    "Check `ollama ps` and the server log"
+                ),
+            )
+
+    async def _check(self) -> AnalystHealth:
         try:
             listed = await self._client.list()
         except NETWORK_ERRORS as exc:
@@ -435,10 +457,21 @@ class OllamaAnalyst:
             )
         run = _Run(transcript=[prompt.text])
         batcher = DeltaBatcher(on_delta)
+        deadline = self.settings.deadline_s
         try:
-            return await self._converse(context, prompt, run, batcher)
+            async with asyncio.timeout(deadline):
+                return await self._converse(context, prompt, run, batcher)
         except asyncio.CancelledError:
             raise
+        except TimeoutError:
+            batcher.flush()
+            detail = (
+                f"the analysis took longer than llm.deadline_s = {deadline:g} s "
+                f"({run.attempts} request(s) to {self.name}) and was stopped — raise "
+                "llm.deadline_s, lower llm.num_predict, or use a smaller model"
+            )
+            log.warning("analysis failed: %s", detail)
+            return self._result(run, error=detail)
         except NETWORK_ERRORS as exc:
             batcher.flush()
             detail = self.describe_error(exc)
