@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import logging
 import socket
@@ -322,53 +321,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    crypto = pytest.importorskip("cryptography")
-    del crypto
-    import ipaddress
+def loopback_tls(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server TLS context for 127.0.0.1 signed by a throwaway CA (trustme), and the CA
+    file the client is told to trust — certificate verification stays on."""
+    import trustme
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    cafile = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(cafile))
+    return server, cafile
 
 
 async def test_email_over_starttls_with_login(tmp_path: Path) -> None:
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult
 
-    cert, key = self_signed(tmp_path)
-    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_tls.load_cert_chain(cert, key)
+    server_tls, cafile = loopback_tls(tmp_path)
     logins: list[tuple[str, str]] = []
 
     def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
@@ -386,7 +356,7 @@ async def test_email_over_starttls_with_login(tmp_path: Path) -> None:
         mail = EmailNotifier(
             host="127.0.0.1", port=port, sender="perun@example.com",
             recipients=["me@example.com"], user="perun", password="s3cret",
-            starttls=True, cafile=str(cert), timeout_s=5,
+            starttls=True, cafile=str(cafile), timeout_s=5,
         )
         await mail.send(note("Halted", "daily loss limit", "halt", level=Level.ERROR))
     finally:
