@@ -95,14 +95,26 @@ def _builtin(name: str) -> str:
     return resources.files("perun_tui.llm").joinpath("prompts", name).read_text("utf-8")
 
 
+# Without these the model would answer blind: no symbol table, or no list of what to fix.
+REQUIRED_PLACEHOLDERS = {"context.md": ("table",), "repair.md": ("problems",)}
+
+
 def _check_placeholders(name: str, text: str, origin: str, allowed: Iterable[str]) -> None:
     allowed_set = set(allowed)
-    unknown = sorted({m for m in _PLACEHOLDER.findall(text) if m not in allowed_set})
+    used = set(_PLACEHOLDER.findall(text))
+    unknown = sorted(used - allowed_set)
     if unknown:
         shown = ", ".join("{{" + u + "}}" for u in unknown)
         raise PromptError(
             f"prompt template {origin} uses unknown placeholder(s) {shown}; "
             f"known in {name}: " + ", ".join(sorted(allowed_set))
+        )
+    missing = [p for p in REQUIRED_PLACEHOLDERS.get(name, ()) if p not in used]
+    if missing:
+        shown = ", ".join("{{" + m + "}}" for m in missing)
+        raise PromptError(
+            f"prompt template {origin} lacks {shown}, without which the model cannot see "
+            f"what it is asked about; add it to your {name}"
         )
 
 

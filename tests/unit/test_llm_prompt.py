@@ -144,6 +144,14 @@ def test_override_errors_name_the_file_and_the_fix(tmp_path: Path) -> None:
     (tmp_path / "context.md").write_text("{{problems}}")
     with pytest.raises(PromptError, match="problems"):
         load_templates(str(tmp_path))
+    # a context without the table (or a repair without the problems) would blind the model
+    (tmp_path / "context.md").write_text("Decide. Cash {{cash}}.")
+    with pytest.raises(PromptError, match=r"lacks \{\{table\}\}"):
+        load_templates(str(tmp_path))
+    (tmp_path / "context.md").write_text("{{table}}")
+    (tmp_path / "repair.md").write_text("Try again.")
+    with pytest.raises(PromptError, match=r"repair\.md lacks \{\{problems\}\}"):
+        load_templates(str(tmp_path))
 
 
 def test_render_collapses_blank_lines() -> None:
