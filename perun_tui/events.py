@@ -29,8 +29,11 @@ from perun_tui.models import (
     Position,
     Quote,
     Signal,
+    SignalStatus,
     SignalTransition,
 )
+
+RATIONALE_CHARS = 160  # of the analyst's rationale, on a signal's first line
 
 
 class DaemonState(StrEnum):
@@ -294,6 +297,12 @@ class SignalChanged(Event):
         s, t = self.signal, self.transition
         size = f" {s.qty:g} sh ≈ ${s.notional:,.0f}" if s.qty else ""
         why = f" — {t.reason}" if t.reason else ""
+        if t.old in (None, SignalStatus.PROPOSED) and s.rationale:
+            # the first time a signal is shown, say why the analyst wants it
+            rationale = " ".join(s.rationale.split())
+            if len(rationale) > RATIONALE_CHARS:
+                rationale = rationale[: RATIONALE_CHARS - 1] + "…"
+            why += f" · “{rationale}”"
         return (
             f"signal {s.action.value.upper()} {s.symbol}{size} conf {s.confidence:.2f} "
             f"{t.new.value} (by {t.by}){why}"
