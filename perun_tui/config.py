@@ -252,6 +252,10 @@ def _known_events(v: list[str]) -> list[str]:
 
 class NotifySettings(_Section):
     bell: bool = True
+    bell_events: list[str] = Field(
+        default_factory=lambda: ["pending", "halts", "rejections", "analysis_failures"]
+    )
+    toast_events: list[str] = Field(default_factory=lambda: list(NOTIFY_EVENTS))
     webhook_url: str = ""
     webhook_format: Literal["auto", "generic", "slack", "mattermost", "discord"] = "auto"
     webhook_events: list[str] = Field(
@@ -276,12 +280,15 @@ class NotifySettings(_Section):
     dedup_window_s: float = Field(60, ge=0, le=86400)
     daily_summary: bool = True
 
-    @field_validator("webhook_events", "email_events", "email_to", mode="before")
+    @field_validator(
+        "webhook_events", "email_events", "bell_events", "toast_events", "email_to",
+        mode="before",
+    )
     @classmethod
     def _lists(cls, v: Any) -> Any:
         return _split_list(v)
 
-    @field_validator("webhook_events", "email_events")
+    @field_validator("webhook_events", "email_events", "bell_events", "toast_events")
     @classmethod
     def _events(cls, v: list[str]) -> list[str]:
         return _known_events(v)
@@ -503,6 +510,8 @@ _LIST_NAMES = {
     "symbols": "a list of tickers",
     "webhook_events": "a list of events (" + ", ".join(NOTIFY_EVENTS) + ")",
     "email_events": "a list of events (" + ", ".join(NOTIFY_EVENTS) + ")",
+    "bell_events": "a list of events (" + ", ".join(NOTIFY_EVENTS) + ")",
+    "toast_events": "a list of events (" + ", ".join(NOTIFY_EVENTS) + ")",
     "email_to": "a list of email addresses",
     "auto_apply_keys": "a list of settings keys (section.key)",
     "horizons": "a list of cycle counts",

@@ -442,6 +442,7 @@ class OrchestrationDaemon:
                             f"{f.side.value.upper()} {f.symbol} {f.qty:g} @ {f.price:.2f}",
                             Level.INFO,
                             "fill",
+                            key=f"fill:{f.fill_id}",  # two equal partial fills: two messages
                         )
                         await self._refresh_portfolio()
                 return

@@ -9,11 +9,15 @@ Per notifier, in this order:
 
 * **event filter** — each notifier takes only the categories it was configured for
   (fills, rejections, halts, analysis_failures, daily_summary, pending, changes);
-* **dedup** — the same category, title and message again within ``dedup_window_s`` is
-  dropped;
+* **dedup** — the same notification again within ``dedup_window_s`` is dropped. "The
+  same" is the caller's ``key`` when it gives one (a fill passes its fill id: two partial
+  fills at the same price are two messages, a fill the broker reports twice is one), else
+  the category, title and message;
 * **rate limit** (remote notifiers) — at most ``rate_limit_per_minute`` in any 60 s window;
-  the excess is held and goes out as one digest once the window has room, so nothing is
-  lost silently;
+  the excess is held and goes out as one digest once the window has room, or at once when
+  the service closes, so nothing is lost silently. Fills and daily summaries are records
+  the user asked to get one message each for: they are exempt (``UNLIMITED``) and go out
+  one by one from the notifier's queue;
 * **failures are logged once** — the first failure of a notifier is logged (and shown in
   the log panel); further failures are counted, not logged, until it works again.
 """
@@ -46,6 +50,7 @@ log = logging.getLogger("perun.notify")
 
 RATE_WINDOW_S = 60.0
 QUEUE_SIZE = 200
+CLOSE_DIGEST_TIMEOUT_S = 5.0
 
 
 class Category(StrEnum):
@@ -75,6 +80,10 @@ TAG_CATEGORIES: dict[str, Category] = {
     "change": Category.CHANGES,
     "changes": Category.CHANGES,
 }
+
+
+UNLIMITED: frozenset[Category] = frozenset({Category.FILLS, Category.DAILY_SUMMARY})
+"""Never rate-limited or folded into a digest: one message per fill and per session."""
 
 
 def category_of(notification: Notification) -> Category:
@@ -114,6 +123,34 @@ class BusNotifier:
         self.bus.publish(notification)
 
 
+class ScreenAlerts:
+    """Which notifications the screen toasts and which ring the terminal bell
+    (``notify.toast_events``, ``notify.bell_events``, ``notify.bell``).
+
+    The bus carries every notification (the log panel lists them all); the TUI asks
+    ``toast(n)`` before it shows a toast and ``bell(n)`` before it rings. A notification
+    outside the configurable categories (``other``) is toasted and never rings.
+    """
+
+    def __init__(
+        self, toast_events: Iterable[str], bell_events: Iterable[str], *, bell: bool = True
+    ) -> None:
+        self.toast_events = frozenset(Category(e) for e in toast_events)
+        self.bell_events = frozenset(Category(e) for e in bell_events) if bell else frozenset()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ScreenAlerts:
+        n = settings.notify
+        return cls(n.toast_events, n.bell_events, bell=n.bell)
+
+    def toast(self, notification: Notification) -> bool:
+        category = category_of(notification)
+        return category is Category.OTHER or category in self.toast_events
+
+    def bell(self, notification: Notification) -> bool:
+        return category_of(notification) in self.bell_events
+
+
 class LogNotifier:
     name = "log"
     remote = False
@@ -149,7 +186,7 @@ class _Channel:
         self.rate_limit = rate_limit
         self.dedup_window_s = dedup_window_s
         self.clock = clock
-        self.seen: dict[tuple[str, str, str], float] = {}
+        self.seen: dict[tuple[str, ...], float] = {}
         self.sent_at: deque[float] = deque()
         self.held: list[Notification] = []
         self.queue: asyncio.Queue[Notification] = asyncio.Queue(QUEUE_SIZE)
@@ -160,15 +197,21 @@ class _Channel:
         self.delivered = 0
         self.dropped = 0
 
-    def accepts(self, notification: Notification, category: Category) -> bool:
+    def accepts(
+        self, notification: Notification, category: Category, key: str | None = None
+    ) -> bool:
         if self.events is not None and category not in self.events:
             return False
         now = self.clock()
-        key = (category.value, notification.title, notification.message)
-        last = self.seen.get(key)
+        dedup = (
+            (category.value, notification.title, notification.message)
+            if key is None
+            else (category.value, "key", key)
+        )
+        last = self.seen.get(dedup)
         if last is not None and now - last < self.dedup_window_s:
             return False
-        self.seen[key] = now
+        self.seen[dedup] = now
         if len(self.seen) > 1000:  # forget the oldest half
             for k in sorted(self.seen, key=self.seen.__getitem__)[:500]:
                 del self.seen[k]
@@ -232,26 +275,37 @@ class NotificationService:
 
     # ------------------------------------------------------------------ entry points
 
-    async def notify(self, title: str, message: str, level: Level = Level.INFO, *tags: str) -> None:
-        """Deliver now to in-process notifiers, queue for remote ones; never raises."""
-        notification = Notification(title=title, message=message, level=level, tags=tags)
-        await self.send(notification)
+    async def notify(
+        self,
+        title: str,
+        message: str,
+        level: Level = Level.INFO,
+        *tags: str,
+        key: str | None = None,
+    ) -> None:
+        """Deliver now to in-process notifiers, queue for remote ones; never raises.
 
-    async def send(self, notification: Notification) -> None:
+        ``key`` identifies the thing notified about for dedup (e.g. ``fill:<fill id>``);
+        without it, the category, title and message do.
+        """
+        notification = Notification(title=title, message=message, level=level, tags=tags)
+        await self.send(notification, key=key)
+
+    async def send(self, notification: Notification, *, key: str | None = None) -> None:
         category = category_of(notification)
         for channel in self._channels:
-            if not channel.accepts(notification, category):
+            if not channel.accepts(notification, category, key):
                 continue
             if channel.remote:
                 self._enqueue(channel, notification)
             else:
                 await self._deliver(channel, notification)
 
-    def submit(self, notification: Notification) -> None:
+    def submit(self, notification: Notification, *, key: str | None = None) -> None:
         """Synchronous variant for bus listeners: everything goes through the queues."""
         category = category_of(notification)
         for channel in self._channels:
-            if channel.accepts(notification, category):
+            if channel.accepts(notification, category, key):
                 self._enqueue(channel, notification)
 
     def watch(self, bus: EventBus) -> None:
@@ -276,7 +330,8 @@ class NotificationService:
         )
 
     async def aclose(self, timeout_s: float = 5.0) -> None:
-        """Flush what is queued (up to ``timeout_s``), then stop the background tasks."""
+        """Flush what is queued (up to ``timeout_s``), send what the rate limit still
+        holds as one digest per notifier, then stop the background tasks."""
         self._closed = True
         queued = [c for c in self._channels if c.worker is not None]
         with contextlib.suppress(asyncio.TimeoutError):
@@ -284,11 +339,10 @@ class NotificationService:
                 asyncio.gather(*(c.queue.join() for c in queued)), timeout=timeout_s
             )
         for channel in self._channels:
-            for task in (channel.worker, channel.flusher):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+            await _cancel(channel.flusher)
+            if channel.held:
+                await self._send_held_on_close(channel, min(timeout_s, CLOSE_DIGEST_TIMEOUT_S))
+            await _cancel(channel.worker)
         for n in self.notifiers:
             closer = getattr(n, "aclose", None)
             if closer is not None:
@@ -339,7 +393,8 @@ class NotificationService:
                 channel.queue.task_done()
 
     async def _deliver(self, channel: _Channel, notification: Notification) -> None:
-        if channel.remote and not channel.take_slot():
+        limited = channel.remote and category_of(notification) not in UNLIMITED
+        if limited and not channel.take_slot():
             channel.held.append(notification)
             self._schedule_flush(channel)
             return
@@ -357,8 +412,30 @@ class NotificationService:
             await asyncio.sleep(min(channel.wait_for_slot_s(), 1.0) + 0.01)
             if not channel.take_slot():
                 continue
-            held, channel.held = channel.held, []
+            held = list(channel.held)
+            # cleared only once sent: cancelled mid-send (shutdown), close sends them
             await self._send_contained(channel, held[0] if len(held) == 1 else digest(held))
+            del channel.held[: len(held)]
+
+    async def _send_held_on_close(self, channel: _Channel, timeout_s: float) -> None:
+        held, channel.held = channel.held, []
+        self._report(
+            Level.INFO,
+            f"notifier {channel.name}: sending {len(held)} notification(s) held by the rate "
+            "limit as one digest before closing",
+        )
+        try:
+            await asyncio.wait_for(
+                self._send_contained(channel, held[0] if len(held) == 1 else digest(held)),
+                timeout=timeout_s,
+            )
+        except TimeoutError:
+            channel.failures += 1
+            self._report(
+                Level.WARNING,
+                f"notifier {channel.name}: the closing digest of {len(held)} notification(s) "
+                f"was not delivered within {timeout_s:g}s",
+            )
 
     async def _send_contained(self, channel: _Channel, notification: Notification) -> None:
         try:
@@ -388,6 +465,13 @@ class NotificationService:
         if self.bus is not None:
             with contextlib.suppress(Exception):
                 self.bus.publish(LogEvent(level=level, message=message, source="notify"))
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None and not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
 
 
 # --------------------------------------------------------------------------- wiring

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import socket
@@ -20,12 +21,14 @@ import pytest
 from perun_tui.bus import EventBus
 from perun_tui.config import Settings, load_settings
 from perun_tui.events import CycleFinished, Level, LogEvent, Notification, OrderChanged
+from perun_tui.headless import run_headless
 from perun_tui.models import Order, OrderStatus, Side
 from perun_tui.runtime import build_runtime
 from perun_tui.services.memory import EXCHANGE_TZ, Memory
 from perun_tui.services.notification import (
     Category,
     NotificationService,
+    ScreenAlerts,
     build_notification_service,
     category_of,
 )
@@ -176,7 +179,7 @@ async def test_rate_limit_holds_the_excess_for_one_digest(receiver: Receiver) ->
         [hook], rate_limit_per_minute=3, dedup_window_s=0, clock=lambda: now[0]
     )
     for i in range(7):
-        await service.notify("Filled", f"BUY A {i} @ 1.00", Level.INFO, "fill")
+        await service.notify("Order rejected", f"BUY A {i}", Level.WARNING, "rejection")
     await wait_for(lambda: len(receiver.bodies) == 3)
     await asyncio.sleep(0.2)
     assert len(receiver.bodies) == 3  # the window is full: the rest is held
@@ -186,6 +189,67 @@ async def test_rate_limit_holds_the_excess_for_one_digest(receiver: Receiver) ->
     assert digest["title"] == "4 notifications (rate limited)"
     assert digest["message"].count("BUY A") == 4
     await service.aclose()
+
+
+async def test_close_sends_what_the_rate_limit_holds_as_one_digest(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    hook = WebhookNotifier(receiver.url)
+    service = NotificationService(
+        [hook], rate_limit_per_minute=2, dedup_window_s=0, clock=lambda: 1000.0
+    )
+    for i in range(5):
+        await service.notify("Order rejected", f"SELL B {i}", Level.WARNING, "rejection")
+    await wait_for(lambda: len(receiver.bodies) == 2)
+    with caplog.at_level(logging.INFO, logger="perun.notify"):
+        await service.aclose()  # the clock never moves: only closing can send the rest
+    assert [b["title"] for b in receiver.bodies] == [
+        "Order rejected", "Order rejected", "3 notifications (rate limited)"
+    ]
+    assert [f"SELL B {i}" in receiver.bodies[2]["message"] for i in range(5)] == [
+        False, False, True, True, True
+    ]
+    assert any("sending 3 notification(s) held by the rate limit" in r.getMessage()
+               for r in caplog.records)
+    assert service.stats()[hook.name]["held"] == 0
+
+
+async def test_fills_and_daily_summaries_are_never_rate_limited(receiver: Receiver) -> None:
+    hook = WebhookNotifier(receiver.url)
+    service = NotificationService(
+        [hook], rate_limit_per_minute=2, dedup_window_s=60, clock=lambda: 1000.0
+    )
+    for i in range(6):  # six partial fills of the same size at the same price
+        await service.notify("Filled", "BUY A 1 @ 10.00", Level.INFO, "fill", key=f"fill:f{i}")
+    await service.notify("Filled", "BUY A 1 @ 10.00", Level.INFO, "fill", key="fill:f5")  # again
+    await service.notify("Daily summary 2026-11-24", "equity", Level.INFO, "summary")
+    await service.notify("Daily summary 2026-11-25", "equity", Level.INFO, "summary")
+    await service.notify("Halted", "kill switch", Level.ERROR, "halt")
+    await service.notify("Halted", "loss limit", Level.ERROR, "halt")
+    await service.notify("Halted", "kill switch again", Level.ERROR, "halt")  # over the limit
+    await wait_for(lambda: len(receiver.bodies) == 10)
+    await service.aclose()
+    titles = [b["title"] for b in receiver.bodies]
+    assert titles.count("Filled") == 6  # one per fill id; the repeated fill f5 is dropped
+    assert titles.count("Daily summary 2026-11-24") == 1
+    assert titles.count("Daily summary 2026-11-25") == 1
+    assert len(receiver.bodies) == 11 and titles.count("Halted") == 3
+    assert receiver.bodies[-1]["message"] == "kill switch again"  # held, sent on close
+
+
+def test_screen_alerts_filter_toasts_and_the_bell(tmp_path: Path) -> None:
+    settings = settings_for(
+        tmp_path, PERUN_NOTIFY__TOAST_EVENTS="halts,fills", PERUN_NOTIFY__BELL_EVENTS="halts"
+    )
+    alerts = ScreenAlerts.from_settings(settings)
+    fill, halt = note("Filled", "x", "fill"), note("Halted", "x", "halt")
+    pending, untagged = note("Signals awaiting approval", "x", "pending"), note("x", "y")
+    assert [alerts.toast(n) for n in (fill, halt, pending, untagged)] == [True, True, False, True]
+    assert [alerts.bell(n) for n in (fill, halt, pending, untagged)] == [False, True, False, False]
+    quiet = ScreenAlerts.from_settings(settings_for(tmp_path, PERUN_NOTIFY__BELL="false"))
+    assert not quiet.bell(halt) and quiet.toast(pending)
+    defaults = ScreenAlerts.from_settings(settings_for(tmp_path))
+    assert defaults.bell(pending) and not defaults.bell(fill) and defaults.toast(fill)
 
 
 async def test_failure_logged_once_then_recovery(
@@ -286,6 +350,45 @@ async def test_one_webhook_message_per_fill_and_one_daily_summary(
     assert "equity" in summary["message"] and "fill(s)" in summary["message"]
     assert "pending" not in by_category  # not in the default webhook events
     assert sum(isinstance(e, CycleFinished) for e in events) == 30
+
+
+async def test_the_200_cycle_run_sends_every_fill_and_every_closed_session(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """The issue's run shape (`PERUN_APPROVAL__MODE=auto perun run --headless --cycles 200`)
+    with the default rate limit (20 a minute): more fills than that still arrive one each."""
+    env = {
+        "PERUN_STORAGE__PATH": str(tmp_path / "data"),
+        "PERUN_SIM__START": SIM_START,
+        "PERUN_LLM__PROVIDER": "rules",
+        "PERUN_APPROVAL__MODE": "auto",
+        "PERUN_NOTIFY__WEBHOOK_URL": receiver.url,
+    }
+    settings = load_settings(env=env, cwd=tmp_path, use_dotenv=False)
+    assert settings.notify.rate_limit_per_minute == 20
+    out = io.StringIO()
+    code = await asyncio.wait_for(
+        run_headless(settings, cycles=200, every_s=0.005, as_json=True, out=out), 120
+    )
+    assert code == 0
+    async with await Memory.open(settings.database_path()) as memory:
+        fills = await memory.fills()
+        days = list(dict.fromkeys(
+            at.astimezone(EXCHANGE_TZ).date() for at, _ in await memory.equity_curve()
+        ))
+    assert len(fills) > 20 and len(days) > 5  # more than the rate limit allows in a minute
+    by_category: dict[str, list[dict[str, Any]]] = {}
+    for body in receiver.bodies:
+        by_category.setdefault(body["category"], []).append(body)
+    assert len(by_category["fills"]) == len(fills)
+    assert sorted(b["message"] for b in by_category["fills"]) == sorted(
+        f"{f.side.value.upper()} {f.symbol} {f.qty:g} @ {f.price:.2f}" for f in fills
+    )
+    # every session but the last one, which was still open when the run stopped
+    assert [b["title"] for b in by_category["daily_summary"]] == [
+        f"Daily summary {d.isoformat()}" for d in days[:-1]
+    ]
+    assert not any("rate limited" in b["title"] for b in receiver.bodies)
 
 
 async def test_receiver_down_cycles_carry_on_and_the_log_says_so_once(
