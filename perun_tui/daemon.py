@@ -351,31 +351,51 @@ class OrchestrationDaemon:
         self._stopped.set()
 
     async def _wait_for_next_cycle(self) -> None:
+        """Until the next cycle is due: the next aligned slot (``--every``: that many real
+        seconds), a retry after a failed cycle's backoff, or ``run_now``. Other wake-ups
+        (pause, resume, halt) only refresh the schedule; they do not run a cycle."""
+        while not self._stopping:
+            slept, slot = await self._sleep_for_next_cycle()
+            if self._run_now:
+                self._run_now = False
+                return
+            if slept:
+                if slot is not None and self.every_s is not None and isinstance(
+                    self.clock, SimClock
+                ):
+                    # --every: the simulated clock jumps to the scheduled time, so each
+                    # cycle still sees a full interval of market
+                    self.clock.advance_to(slot)
+                return
+
+    async def _sleep_for_next_cycle(self) -> tuple[bool, datetime | None]:
+        """Sleep until due or woken; returns (slept the full wait, the slot waited for —
+        None for a retry)."""
         now = self.clock.now()
-        if self.every_s is not None:
-            target = next_cycle_time(now, self.settings.trading.frequency_minutes)
+        slot = next_cycle_time(now, self.settings.trading.frequency_minutes)
+        real_s: float | None = None  # None: sleep on the clock until the slot
+        retry = bool(self._failures)
+        if retry:
+            # a failed cycle is retried after its backoff, not at the next slot
+            real_s = min(MAX_BACKOFF_S, 2.0**self._failures)
+            speed = self.clock.speed if isinstance(self.clock, SimClock) else 1.0
+            self.next_cycle_at = now + timedelta(seconds=real_s * speed)
+        elif self.every_s is not None:
+            real_s = self.every_s
             self.next_cycle_at = (
-                target
-                if isinstance(self.clock, SimClock)
-                else (now + timedelta(seconds=self.every_s))
+                slot if isinstance(self.clock, SimClock) else now + timedelta(seconds=real_s)
             )
-            delay = self.every_s
         else:
-            target = next_cycle_time(now, self.settings.trading.frequency_minutes)
-            self.next_cycle_at = target
-            delay = None
-        backoff = min(MAX_BACKOFF_S, 2.0**self._failures) if self._failures else 0.0
+            self.next_cycle_at = slot
         self.bus.publish(
             ScheduleUpdated(next_cycle_at=self.next_cycle_at, now=now, market=self._market)
         )
         if self.state is DaemonState.CYCLING:
             self._set_state(DaemonState.WAITING)
         self._wake.clear()
-        sleeper: Awaitable[None]
-        if delay is not None:
-            sleeper = asyncio.sleep(delay + backoff)
-        else:
-            sleeper = self._sleep_until(target, backoff)
+        sleeper: Awaitable[None] = (
+            asyncio.sleep(real_s) if real_s is not None else self.clock.sleep_until(slot)
+        )
         sleep_task = asyncio.ensure_future(sleeper)
         wake_task = asyncio.ensure_future(self._wake.wait())
         try:
@@ -383,19 +403,7 @@ class OrchestrationDaemon:
         finally:
             for t in (sleep_task, wake_task):
                 t.cancel()
-        if self._run_now:
-            self._run_now = False
-            return
-        slept = sleep_task.done() and not sleep_task.cancelled()
-        if slept and delay is not None and isinstance(self.clock, SimClock):
-            # --every: the simulated clock jumps to the scheduled time, so each cycle
-            # still sees a full interval of market
-            self.clock.advance_to(target)
-
-    async def _sleep_until(self, target: datetime, backoff: float) -> None:
-        await self.clock.sleep_until(target)
-        if backoff:
-            await asyncio.sleep(backoff)
+        return sleep_task.done() and not sleep_task.cancelled(), None if retry else slot
 
     async def _run_cycle_guarded(self) -> None:
         self._cycle_task = asyncio.create_task(self._cycle())
@@ -403,7 +411,9 @@ class OrchestrationDaemon:
             report = await self._cycle_task
         except asyncio.CancelledError:
             if self._stopping or self._paused or self.halt_reason:
-                self._log(Level.INFO, f"cycle {self.current_cycle} interrupted")
+                self._log(
+                    Level.INFO, f"cycle {self.current_cycle} interrupted: {self._interruption()}"
+                )
                 return
             raise
         except Exception as exc:
@@ -586,12 +596,23 @@ class OrchestrationDaemon:
         self._set_state(DaemonState.CYCLING, f"cycle {cycle}")
         try:
             await self._cycle_steps(report)
+        except asyncio.CancelledError:
+            # recorded as interrupted, not as a cycle in which the analyst proposed nothing
+            report.skipped = f"interrupted: {self._interruption()}"
+            raise
         finally:
             report.finished_at = self.clock.now()
             await self.memory.finish_cycle(report)
             if self.state is DaemonState.CYCLING:
                 self._set_state(DaemonState.HALTED if self.halt_reason else DaemonState.WAITING)
         return report
+
+    def _interruption(self) -> str:
+        if self._stopping:
+            return "Perun stopping"
+        if self.halt_reason:
+            return f"halted ({self.halt_reason})"
+        return "paused by user" if self._paused else "cancelled"
 
     async def _cycle_steps(self, report: CycleReport) -> None:
         cycle = report.cycle
