@@ -39,15 +39,35 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="PATH", help="perun.toml to use")
-    common.add_argument(
-        "--mode", choices=["sim", "paper", "live"], help="override trading.mode for this run"
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _global_flags(default: object) -> argparse.ArgumentParser:
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument("--config", metavar="PATH", default=default, help="perun.toml to use")
+    flags.add_argument(
+        "--mode",
+        choices=["sim", "paper", "live"],
+        default=default,
+        help="override trading.mode for this run",
     )
+    return flags
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # The global flags are accepted before and after the subcommand; the subcommand's copy
+    # only sets them when given, so `perun --mode paper run` keeps "paper".
+    common = _global_flags(argparse.SUPPRESS)
     parser = argparse.ArgumentParser(
         prog="perun",
-        parents=[common],
+        parents=[_global_flags(None)],
         description="Perun: an LLM trading terminal (sim by default; no keys needed).",
     )
     parser.add_argument("--version", action="version", version=f"perun {__version__}")
@@ -58,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", parents=[common], help="run the daemon")
     run.add_argument("--headless", action="store_true", help="no TUI; one line per event")
-    run.add_argument("--cycles", type=int, metavar="N", help="stop after N cycles")
+    run.add_argument("--cycles", type=positive_int, metavar="N", help="stop after N cycles")
     run.add_argument(
         "--every",
         type=parse_duration,

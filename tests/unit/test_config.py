@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from perun_tui.cli import build_parser
 from perun_tui.config import ConfigError, load_settings
 
 
@@ -122,7 +123,9 @@ def test_missing_explicit_config_file(tmp_path: Path) -> None:
 
 def test_cli_exits_2_before_writing_anything(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    path = write(tmp_path, f'[storage]\npath = "{data}"\n[risk]\nmax_open_positions = -1\n')
+    # not ./perun.toml: the file must be found through --config given before the command
+    path = tmp_path / "elsewhere.toml"
+    path.write_text(f'[storage]\npath = "{data}"\n[risk]\nmax_open_positions = -1\n')
     proc = subprocess.run(
         [
             sys.executable,
@@ -173,5 +176,25 @@ def test_ollama_host_is_read_as_ollama_reads_it(tmp_path: Path, given: str, used
 
 
 def test_bad_ollama_host(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="llm.host"):
+    with pytest.raises(ConfigError, match=r"llm\.host"):
         load_settings(env={"OLLAMA_HOST": "ftp://x"}, cwd=tmp_path, use_dotenv=False)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--config", "X.toml", "--mode", "paper", "run", "--headless"],
+        ["run", "--headless", "--config", "X.toml", "--mode", "paper"],
+        ["--mode", "paper", "halt", "--config", "X.toml"],
+    ],
+)
+def test_global_flags_count_before_and_after_the_command(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
+    assert (args.config, args.mode) == ("X.toml", "paper")
+
+
+@pytest.mark.parametrize("cycles", ["0", "-3", "two"])
+def test_cycles_must_be_a_positive_number(cycles: str) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["run", "--headless", "--cycles", cycles])
+    assert exit_.value.code == 2
