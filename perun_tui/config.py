@@ -118,6 +118,7 @@ class RiskSettings(_Section):
     cooldown_minutes: float = Field(60, ge=0, le=10080)
     max_orders_per_cycle: int = Field(5, ge=1, le=500)
     max_quote_age_s: float = Field(900, gt=0)
+    buying_power_reserve_pct: float = Field(0.5, ge=0, le=50)
     allow_short: bool = False
     cancel_on_halt: bool = False
 
@@ -434,6 +435,12 @@ def mask_secret(value: str) -> str:
 # --------------------------------------------------------------------------- loading
 
 
+def user_config_file() -> Path:
+    """The user's own perun.toml (platformdirs): the last place a config file is looked
+    for, and where `perun apply` creates one when no file is in use."""
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "perun.toml"
+
+
 def find_config_file(
     explicit: str | os.PathLike[str] | None, cwd: Path | None = None
 ) -> Path | None:
@@ -445,7 +452,7 @@ def find_config_file(
     local = (cwd or Path.cwd()) / "perun.toml"
     if local.is_file():
         return local
-    user = Path(platformdirs.user_config_dir(APP_NAME)) / "perun.toml"
+    user = user_config_file()
     if user.is_file():
         return user
     return None

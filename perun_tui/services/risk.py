@@ -478,7 +478,10 @@ class RiskPolicy:
         bp_raw = inputs.account.buying_power
         pending = inputs.pending_buy_notional
         pending = pending if math.isfinite(pending) and pending > 0 else 0.0
-        bp = max((bp_raw if math.isfinite(bp_raw) else 0.0) - pending, 0.0)
+        # a reserve for the spread and slippage a market order pays over the quote, so a
+        # buy sized to the last dollar is not refused by the broker
+        reserve = r.buying_power_reserve_pct / 100.0
+        bp = max((bp_raw if math.isfinite(bp_raw) else 0.0) - pending, 0.0) * (1.0 - reserve)
 
         # the four caps, in a fixed order (the first of equal caps binds)
         caps = (
@@ -503,7 +506,7 @@ class RiskPolicy:
                 return (f"{_num(r.risk_per_trade_pct)}% of equity = {_money(risk_amount)} "
                         f"at risk, {stop_note}")
             return (f"buying power {_money(bp_raw)} - pending buys {_money(pending)} "
-                    f"= {_money(bp)}")
+                    f"- {_num(r.buying_power_reserve_pct)}% reserve = {_money(bp)}")
 
         binding_name, binding_qty = caps[0]
         for name, cap_qty in caps[1:]:  # the first of equal caps binds

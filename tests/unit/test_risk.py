@@ -41,6 +41,7 @@ LOOSE: dict[str, Any] = {
     "cooldown_minutes": 60,
     "max_orders_per_cycle": 5,
     "max_quote_age_s": 900,
+    "buying_power_reserve_pct": 0,  # exact boundaries; the reserve has its own test
 }
 
 
@@ -227,13 +228,24 @@ def test_risk_per_trade_with_stop() -> None:
 
 
 def test_buying_power_including_pending() -> None:
-    p = policy()
+    p = policy(buying_power_reserve_pct=0)
     d = buy(p, inputs(buying_power=10_000))
     assert d.qty == 100 and d.binding == CHECK_BUYING_POWER
     assert buy(p, inputs(buying_power=10_000, pending_buy_notional=9_900)).qty == 1
     refused(buy(p, inputs(buying_power=10_000, pending_buy_notional=9_900.01)),
             "buying power", "pending buys $9,900.01")
     refused(buy(p, inputs(buying_power=50)), "buying power")
+
+
+def test_buying_power_keeps_a_reserve_for_slippage() -> None:
+    # 1% of $10,100 kept back leaves $9,999: 99 shares at $100, not 101
+    p = policy(buying_power_reserve_pct=1)
+    d = buy(p, inputs(buying_power=10_100))
+    assert d.qty == 99 and d.binding == CHECK_BUYING_POWER
+    assert "1% reserve = $9,999" in d.reason or any(
+        "1% reserve = $9,999" in c.detail for c in d.checks
+    )
+    assert buy(p, inputs(buying_power=10_101.02)).qty == 100
 
 
 def test_sell_only_what_is_held() -> None:
