@@ -10,7 +10,6 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -22,7 +21,12 @@ from perun_tui.report_view import render_report
 from perun_tui.services.history import session_bounds
 from perun_tui.services.memory import Memory
 from perun_tui.services.optimization import performance_report
-from perun_tui.services.suggestions import SuggestionError, apply_suggestion, revert_change
+from perun_tui.services.suggestions import (
+    SuggestionError,
+    apply_suggestion,
+    revert_change,
+    settings_file,
+)
 
 Check = tuple[str, bool, str]
 
@@ -152,11 +156,6 @@ def report_range(
     return start, end
 
 
-def _config_path(settings: Settings) -> Path | None:
-    """The config file the settings came from (where applied changes are written)."""
-    return None if settings.source == "defaults" else Path(settings.source)
-
-
 async def run_report(
     settings: Settings,
     *,
@@ -203,18 +202,21 @@ async def run_apply(settings: Settings, suggestion_id: str, console: Console | N
             console.print(f"no current suggestion {suggestion_id} (current: {known})")
             return 1
         try:
-            change = await apply_suggestion(memory, settings, _config_path(settings), found)
+            change = await apply_suggestion(memory, settings, settings_file(settings), found)
         except SuggestionError as exc:
             console.print(f"not applied: {exc}")
             return 1
     finally:
         await memory.close()
-    where = change.persisted_to or "this run only"
-    note = f" ({change.note})" if change.note else ""
-    console.print(
-        f"applied {change.id}: {change.key} {change.old} → {change.new}, written to {where}"
-        f"{note}. A running perun picks it up on restart; undo with `perun revert {change.id}`."
-    )
+    notes = [n for n in change.note.split("; ") if n]
+    if not any(n.startswith("created ") for n in notes):
+        notes.insert(0, f"written to {change.persisted_to}")
+    lines = [
+        f"applied {change.id}: {change.key} {change.old} → {change.new}",
+        *(f"  {n}" for n in notes),
+        f"A running perun picks it up on restart; undo with `perun revert {change.id}`.",
+    ]
+    console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
     return 0
 
 
@@ -224,11 +226,15 @@ async def run_revert(settings: Settings, change_id: str, console: Console | None
     memory = await Memory.open(settings.database_path())
     try:
         try:
-            change = await revert_change(memory, settings, _config_path(settings), change_id)
+            change = await revert_change(memory, settings, None, change_id)
         except SuggestionError as exc:
             console.print(f"not reverted: {exc}")
             return 1
     finally:
         await memory.close()
-    console.print(f"reverted {change.id}: {change.key} is {change.old} again")
+    console.print(
+        f"reverted {change.id}: {change.key} is {change.old} again in {change.persisted_to}",
+        markup=False,
+        highlight=False,
+    )
     return 0

@@ -357,7 +357,7 @@ def changes_table(report: PerformanceReport) -> Table | None:
     for col in ("id", "when", "by", "change", "why", "state"):
         table.add_column(col, overflow="fold")
     for c in report.changes:
-        state = f"reverted {when(c.reverted_at)}" if c.reverted_at else "in force"
+        state = f"reverted {when(c.reverted_at)}" if c.reverted_at else c.state
         if c.note:
             state += f" · {c.note}"
         table.add_row(

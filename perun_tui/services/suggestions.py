@@ -9,24 +9,28 @@ A change is applied only on confirmation (``apply_suggestion``), or automaticall
 allowed key, a small step, strong enough evidence, never one a person reverted). Every
 change is recorded — old, new, why, when, by whom — in the state table and can be undone
 with ``revert_change``. The running settings object is updated in place (pydantic
-validates the value), and the config file is edited line by line so its comments survive.
+validates the value), and the config file in use is edited with tomlkit so its comments
+and layout survive; with no file in use, the user config file is created (and the change
+says so). A change is only ever recorded once it is on disk.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
-import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import tomlkit
+import tomlkit.exceptions
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from perun_tui.config import LEGACY_ENV, OptimizationSettings, Settings
+from perun_tui.config import LEGACY_ENV, OptimizationSettings, Settings, user_config_file
 from perun_tui.services.memory import Memory
 from perun_tui.services.scoring import (
     GroupScore,
@@ -80,10 +84,22 @@ class ParameterChange(_Out):
     why: str
     at: datetime
     by: str  # "user" or "auto"
-    persisted_to: str | None = None  # the config file edited, None: this run only
+    persisted_to: str | None = None  # the config file edited (None: older records, one run)
     note: str = ""
     reverted_at: datetime | None = None
     reverted_by: str | None = None
+
+    @property
+    def in_force(self) -> bool:
+        """Written to a config file and not reverted. A change recorded without a file
+        (before changes were always written) lived for one run only."""
+        return self.reverted_at is None and self.persisted_to is not None
+
+    @property
+    def state(self) -> str:
+        if self.reverted_at is not None:
+            return "reverted"
+        return "in force" if self.persisted_to is not None else "ended with its run"
 
 
 _CHANGES = TypeAdapter(list[ParameterChange])
@@ -493,7 +509,6 @@ def _set_live(settings: Settings, key: str, value: Any) -> None:
 
 
 async def _change(
-    memory: Memory,
     settings: Settings,
     settings_path: Path | str | None,
     *,
@@ -501,31 +516,33 @@ async def _change(
     expect: Any,
     value: Any,
     environ: Mapping[str, str] | None,
-) -> tuple[str | None, str]:
+) -> tuple[str, str]:
+    """Set ``key`` live and in the config file (``settings_path``, or ``settings_file``
+    when None). Returns (the file written, notes). The file is written in a worker
+    thread, so this is safe to await from the UI loop."""
     current = get_value(settings, key)
     if current != expect:
         raise SuggestionError(
             f"{key} is now {_show(current)}, not {_show(expect)}: the suggestion is out of "
             "date (run the analysis again)"
         )
+    path = Path(settings_path) if settings_path is not None else settings_file(settings)
+    created = not path.exists()
     _set_live(settings, key, value)
+    try:
+        await asyncio.to_thread(write_setting, path, key, value)
+    except (OSError, ValueError) as exc:
+        _set_live(settings, key, current)
+        raise SuggestionError(f"cannot write {key} to {path}: {exc}; nothing changed") from exc
     notes: list[str] = []
-    persisted: str | None = None
-    if settings_path is not None:
-        try:
-            write_setting(Path(settings_path), key, value)
-            persisted = str(settings_path)
-        except (OSError, ValueError) as exc:
-            _set_live(settings, key, current)
-            raise SuggestionError(f"cannot write {key} to {settings_path}: {exc}") from exc
-    else:
-        notes.append("no config file: applies to this run only")
+    if created:
+        notes.append(f"created {path}: no config file was in use")
     env = _env_override(key, os.environ if environ is None else environ)
     if env:
         notes.append(f"{env} in the environment overrides the file on the next start")
     if key in RESTART_KEYS:
         notes.append("takes effect after a restart")
-    return persisted, "; ".join(notes)
+    return str(path), "; ".join(notes)
 
 
 async def apply_suggestion(
@@ -542,7 +559,7 @@ async def apply_suggestion(
     if suggestion.key is None:
         raise SuggestionError("this suggestion is advice; there is no setting to change")
     persisted, note = await _change(
-        memory, settings, settings_path,
+        settings, settings_path,
         key=suggestion.key, expect=suggestion.old, value=suggestion.new, environ=environ,
     )
     at = now or datetime.now(UTC)
@@ -581,8 +598,13 @@ async def revert_change(
         raise SuggestionError(f"no recorded change {change_id}")
     if found.reverted_at is not None:
         raise SuggestionError(f"change {change_id} was already reverted")
+    if found.persisted_to is None:
+        raise SuggestionError(
+            f"change {change_id} was never written to a config file: it ended with the run "
+            "it was made in, so there is nothing to undo"
+        )
     _, note = await _change(
-        memory, settings, settings_path,
+        settings, settings_path if settings_path is not None else found.persisted_to,
         key=found.key, expect=found.new, value=found.old, environ=environ,
     )
     found.reverted_at = now or datetime.now(UTC)
@@ -596,96 +618,44 @@ async def revert_change(
 # --------------------------------------------------------------------------- config file
 
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise ValueError(f"cannot write {value!r} as a TOML value")
+NEW_FILE_HEADER = (
+    "# Perun settings. Created by Perun to record a parameter change (perun apply / the\n"
+    "# performance screen); every key and its default is listed in the README.\n"
+)
 
 
-_HEADER = re.compile(r"^\s*\[([A-Za-z0-9_.\-]+)\]\s*(#.*)?$")
-
-
-def _comment_start(text: str) -> int:
-    """Index of a trailing ``#`` comment outside quotes, or -1."""
-    quote: str | None = None
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if quote:
-            if ch == "\\" and quote == '"':
-                i += 2
-                continue
-            if ch == quote:
-                quote = None
-        elif ch in "\"'":
-            quote = ch
-        elif ch == "#":
-            return i
-        i += 1
-    return -1
+def settings_file(settings: Settings) -> Path:
+    """Where changes are written: the config file the settings came from, or — when none
+    was in use — the user config file that config loading looks for last."""
+    return user_config_file() if settings.source == "defaults" else Path(settings.source)
 
 
 def set_toml_value(text: str, section: str, key: str, value: Any) -> str:
     """``text`` with ``[section] key`` set to ``value``; comments and layout kept."""
-    lines = text.splitlines(keepends=True)
-    new_value = toml_value(value)
-    key_re = re.compile(rf"^(\s*{re.escape(key)}\s*=\s*)(.*?)(\r?\n)?$")
-    start = end = None
-    for i, line in enumerate(lines):
-        m = _HEADER.match(line)
-        if m:
-            if start is not None:
-                end = i
-                break
-            if m.group(1) == section:
-                start = i
-    if start is None:
-        sep = "" if not text or text.endswith("\n") else "\n"
-        return f"{text}{sep}\n[{section}]\n{key} = {new_value}\n"
-    end = len(lines) if end is None else end
-    last_key = start
-    for i in range(start + 1, end):
-        m = key_re.match(lines[i])
-        if m:
-            prefix, rest, newline = m.group(1), m.group(2), m.group(3) or ""
-            cut = _comment_start(rest)
-            if cut < 0:
-                lines[i] = f"{prefix}{new_value}{newline}"
-            else:
-                old_value = rest[:cut].rstrip()
-                gap = rest[len(old_value) : cut]
-                width = len(old_value) + len(gap)
-                padded = new_value.ljust(max(width, len(new_value) + 1))
-                lines[i] = f"{prefix}{padded}{rest[cut:]}{newline}"
-            return "".join(lines)
-        if lines[i].strip() and not lines[i].lstrip().startswith("#"):
-            last_key = i
-    insert = f"{key} = {new_value}\n"
-    if not lines[last_key].endswith("\n"):
-        lines[last_key] += "\n"
-    lines.insert(last_key + 1, insert)
-    return "".join(lines)
+    doc = tomlkit.parse(text)
+    table = doc.get(section)
+    if table is None:
+        table = tomlkit.table()
+        doc[section] = table
+    elif not isinstance(table, MutableMapping):
+        raise ValueError(f"{section} in the file is not a table")
+    table[key] = value
+    return tomlkit.dumps(doc)
 
 
 def write_setting(path: Path, key: str, value: Any) -> None:
-    """Set ``key`` (``section.name``) in the TOML file at ``path``, atomically."""
+    """Set ``key`` (``section.name``) in the TOML file at ``path`` (created with its
+    directory when missing), atomically. Blocking: run it in a thread."""
     section, _, name = key.partition(".")
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    updated = set_toml_value(text, section, name, value)
+    text = path.read_text(encoding="utf-8") if path.exists() else NEW_FILE_HEADER
     try:
+        updated = set_toml_value(text, section, name, value)
         parsed = tomllib.loads(updated)
-    except tomllib.TOMLDecodeError as exc:  # pragma: no cover - a bug in the editor
-        raise ValueError(f"editing {path} would break it: {exc}") from exc
+    except (tomlkit.exceptions.TOMLKitError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{path} is not valid TOML: {exc}") from exc
     if parsed.get(section, {}).get(name) != value:
-        raise ValueError(f"editing {path} did not set {key} (is the key defined twice?)")
+        raise ValueError(f"editing {path} did not set {key}")
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".perun-tmp")
     tmp.write_text(updated, encoding="utf-8")
     os.replace(tmp, path)

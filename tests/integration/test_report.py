@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 
 from perun_tui.commands import report_range, run_apply, run_report, run_revert
-from perun_tui.config import ConfigError, Settings, load_settings
+from perun_tui.config import ConfigError, Settings, load_settings, user_config_file
 from perun_tui.models import (
     Account,
     Action,
@@ -297,6 +297,44 @@ async def test_optimizer_auto_applies_within_bounds_and_reverts(tmp_path: Path) 
         assert all(s.id != again.id for s in fresh.suggestions)
         with pytest.raises(SuggestionError):
             await optimizer.apply(again.id)
+
+
+async def test_perun_apply_without_a_config_file_writes_the_user_config(
+    tmp_path: Path,
+) -> None:
+    settings = settings_for(tmp_path)  # no perun.toml anywhere: defaults + environment
+    assert settings.source == "defaults"
+    await rising_market_with_bad_sells(settings)
+    async with await Memory.open(settings.database_path()) as memory:
+        report = await performance_report(memory, settings)
+    thr = next(s for s in report.suggestions if s.key == "risk.min_confidence")
+    assert (thr.old, thr.new) == (0.55, 0.65)
+
+    console = Console(record=True, width=200)
+    assert await run_apply(settings, thr.id, console) == 0
+    user = user_config_file()  # the test's own XDG_CONFIG_HOME (tests/conftest.py)
+    said = console.export_text()
+    assert said.splitlines() == [
+        f"applied c1-{thr.id}: risk.min_confidence 0.55 → 0.65",
+        f"  created {user}: no config file was in use",
+        f"A running perun picks it up on restart; undo with `perun revert c1-{thr.id}`.",
+    ]
+    assert settings.risk.min_confidence == 0.65
+    # the next start (any command) reads it back from where config loading looks
+    fresh = settings_for(tmp_path)
+    assert fresh.source == str(user) and fresh.risk.min_confidence == 0.65
+    async with await Memory.open(settings.database_path()) as memory:
+        (change,) = await load_changes(memory)
+    assert change.in_force and change.persisted_to == str(user)
+    shown = Console(record=True, width=200)
+    assert await run_report(fresh, as_json=False, console=shown) == 0
+    assert "in force" in shown.export_text()
+
+    assert await run_revert(fresh, change.id, Console(record=True)) == 0
+    assert settings_for(tmp_path).risk.min_confidence == 0.55
+    async with await Memory.open(settings.database_path()) as memory:
+        (change,) = await load_changes(memory)
+    assert change.state == "reverted"
 
 
 async def test_date_range_keeps_the_cost_basis_of_earlier_fills(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from perun_tui.config import load_settings
+from perun_tui.config import load_settings, user_config_file
 from perun_tui.models import Action, Signal, SignalStatus, SignalTransition
 from perun_tui.services.history import Point
 from perun_tui.services.memory import Memory
@@ -35,6 +35,7 @@ from perun_tui.services.suggestions import (
     make_suggestions,
     revert_change,
     set_toml_value,
+    settings_file,
 )
 from tests.sim import SIM_START
 
@@ -225,18 +226,20 @@ def test_set_toml_value_keeps_comments_and_layout() -> None:
         "cooldown_minutes = 60\n\n[approval]\nmode = \"manual\"  # how\n"
     )
     out = set_toml_value(text, "risk", "min_confidence", 0.65)
-    assert "min_confidence = 0.65         # ideas below are refused\n" in out  # same column
-    longer = set_toml_value(text, "risk", "min_confidence", 0.655)
-    assert "min_confidence = 0.655        # ideas below are refused\n" in longer
-    assert out.startswith("# top\n[risk]\n")
+    assert out == text.replace("0.55", "0.65")  # nothing else moves
     out = set_toml_value(out, "approval", "mode", "threshold")
-    assert 'mode = "threshold" # how' in out  # longer: one space before the comment
+    assert 'mode = "threshold"  # how\n' in out
     out = set_toml_value(out, "approval", "ttl_minutes", 30.0)  # a key not in the file yet
     out = set_toml_value(out, "trading", "symbols", ["AAPL", "SPY"])  # a missing section
+    assert out.startswith("# top\n[risk]\nmin_confidence = 0.65         # ideas below")
     data = tomllib.loads(out)
     assert data["risk"] == {"min_confidence": 0.65, "cooldown_minutes": 60}
     assert data["approval"] == {"mode": "threshold", "ttl_minutes": 30.0}
     assert data["trading"]["symbols"] == ["AAPL", "SPY"]
+    dotted = set_toml_value("risk.min_confidence = 0.55 # gate\n", "risk", "min_confidence", 0.6)
+    assert dotted == "risk.min_confidence = 0.6 # gate\n"
+    with pytest.raises(ValueError, match="not a table"):
+        set_toml_value("risk = 3\n", "risk", "min_confidence", 0.6)
 
 
 async def test_apply_and_revert_are_recorded(tmp_path: Path) -> None:
@@ -276,5 +279,51 @@ async def test_apply_and_revert_are_recorded(tmp_path: Path) -> None:
             await apply_suggestion(memory, settings, config, bad, environ={})
         assert settings.risk.min_confidence == 0.55
         env = {"PERUN_RISK__MIN_CONFIDENCE": "0.55"}
-        noted = await apply_suggestion(memory, settings, None, suggestion, environ=env)
-        assert "this run only" in noted.note and "PERUN_RISK__MIN_CONFIDENCE" in noted.note
+        noted = await apply_suggestion(memory, settings, config, suggestion, environ=env)
+        assert noted.note == (
+            "PERUN_RISK__MIN_CONFIDENCE in the environment overrides the file on the next start"
+        )
+        # a record from before changes were always written: it ended with its run
+        legacy = noted.model_copy(update={"id": "c0-old", "persisted_to": None})
+        assert (legacy.in_force, legacy.state) == (False, "ended with its run")
+        assert (noted.in_force, noted.state) == (True, "in force")
+
+
+async def test_apply_without_a_config_file_creates_the_user_config(tmp_path: Path) -> None:
+    settings = load_settings(env={"PERUN_STORAGE__PATH": str(tmp_path)}, cwd=tmp_path,
+                             use_dotenv=False)
+    assert settings.source == "defaults"
+    user = user_config_file()  # under the test's own XDG_CONFIG_HOME (tests/conftest.py)
+    assert not user.exists() and settings_file(settings) == user
+    suggestion = Suggestion(id="g1", kind="confidence_threshold", key="risk.min_confidence",
+                            old=0.55, new=0.6, why="w")
+    async with await Memory.open(tmp_path / "p.db") as memory:
+        change = await apply_suggestion(memory, settings, None, suggestion, environ={})
+        assert change.persisted_to == str(user) and change.note == (
+            f"created {user}: no config file was in use"
+        )
+        assert change.in_force
+        # the next start finds the file where config loading looks
+        again = load_settings(env={}, cwd=tmp_path, use_dotenv=False)
+        assert again.source == str(user) and again.risk.min_confidence == 0.6
+        assert user.read_text().startswith("# Perun settings.")
+        reverted = await revert_change(memory, again, None, change.id, environ={})
+        assert reverted.state == "reverted"
+        assert tomllib.loads(user.read_text())["risk"]["min_confidence"] == 0.55
+        legacy = change.model_copy(update={"id": "c9-old", "persisted_to": None})
+        await memory.set_state("optimization.changes", f"[{legacy.model_dump_json()}]")
+        with pytest.raises(SuggestionError, match="never written to a config file"):
+            await revert_change(memory, again, None, "c9-old", environ={})
+
+
+async def test_a_change_that_cannot_be_written_changes_nothing(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    settings = load_settings(env={}, cwd=tmp_path, use_dotenv=False)
+    suggestion = Suggestion(id="g1", kind="confidence_threshold", key="risk.min_confidence",
+                            old=0.55, new=0.6, why="w")
+    async with await Memory.open(tmp_path / "p.db") as memory:
+        with pytest.raises(SuggestionError, match=r"cannot write risk\.min_confidence"):
+            # its directory would have to be inside a plain file
+            await apply_suggestion(memory, settings, blocker / "perun.toml", suggestion)
+        assert settings.risk.min_confidence == 0.55 and await load_changes(memory) == []

@@ -117,7 +117,7 @@ class PerformanceScreen(ModalScreen[None]):
     def _last_change_id(self) -> str | None:
         if self.report is None:
             return None
-        live = [c for c in self.report.changes if c.reverted_at is None]
+        live = [c for c in self.report.changes if c.in_force]
         return live[-1].id if live else None
 
     # ------------------------------------------------------------------ actions
