@@ -8,6 +8,7 @@ Errors are classified so the execution service can act without knowing the broke
 * ``BrokerUnknownOutcome`` — the request may or may not have reached the broker (timeout,
   5xx, dropped connection after sending). Resolve it with ``order_by_client_id``; never
   resubmit blindly.
+* ``OrderRefused`` — refused locally, never sent (it breaks the broker's rules).
 """
 
 from __future__ import annotations
@@ -58,6 +59,13 @@ class BrokerUnknownOutcome(BrokerError):
 
 class UnknownSymbol(BrokerRejected):
     """The broker does not know the symbol (config typo, delisted...)."""
+
+
+class OrderRefused(BrokerError):
+    """Refused by Perun before sending: the request breaks the broker's rules. Final like
+    a rejection, but the broker never saw it — so it is not a ``BrokerRejected``."""
+
+    kind = "refused"
 
 
 @runtime_checkable

@@ -20,18 +20,18 @@ import pytest
 
 from perun_tui.brokers.alpaca import (
     AlpacaBroker,
-    _merge_bars,
-    _StreamLedger,
-    _timeframe_plan,
     alpaca_status,
     check_urls,
     history_start,
 )
+from perun_tui.brokers.alpaca.history import merge_bars, timeframe_plan
+from perun_tui.brokers.alpaca.stream import _StreamLedger
 from perun_tui.brokers.base import (
     Broker,
     BrokerRejected,
     BrokerRetryable,
     BrokerUnknownOutcome,
+    OrderRefused,
     UnknownSymbol,
 )
 from perun_tui.brokers.ratelimit import TokenBucket
@@ -351,9 +351,11 @@ async def test_limit_order_price_is_rounded(srv: FakeAlpaca, broker: AlpacaBroke
 
 
 async def test_fractional_and_notional_rules(srv: FakeAlpaca, broker: AlpacaBroker) -> None:
-    with pytest.raises(BrokerRejected, match="market orders with time_in_force day"):
+    with pytest.raises(OrderRefused, match="market orders with time_in_force day") as info:
         await broker.submit(buy("frac-lim", 1.5, type=OrderType.LIMIT, limit_price=230))
-    with pytest.raises(BrokerRejected, match="exactly one of qty or notional"):
+    assert "refused by Perun, not sent to Alpaca" in info.value.message
+    assert not isinstance(info.value, BrokerRejected)  # never labelled a broker rejection
+    with pytest.raises(OrderRefused, match="exactly one of qty or notional"):
         await broker.submit(
             OrderRequest(client_order_id="both", symbol="AAPL", side=Side.BUY, qty=1,
                          notional=100)
@@ -590,7 +592,10 @@ async def test_doctor_checks_all_ok(srv: FakeAlpaca) -> None:
     b = AlpacaBroker(settings_for(srv), stream=False, now=lambda: NY_OPEN_MONDAY)
     checks = await b.doctor_checks()
     names = [name for name, _, _ in checks]
-    assert names == ["alpaca keys", "alpaca account", "alpaca clock", "alpaca data"]
+    assert names == [
+        "alpaca keys", "alpaca account", "alpaca clock", "alpaca calendar", "alpaca data",
+        "alpaca stream",
+    ]
     assert all(ok for _, ok, _ in checks), checks
     text = " ".join(detail for _, _, detail in checks)
     assert SECRET not in text and KEY not in text
@@ -773,14 +778,14 @@ def test_status_mapping() -> None:
 
 
 def test_timeframes() -> None:
-    assert _timeframe_plan(15) == (15, "Min", 1)
-    assert _timeframe_plan(60) == (1, "Hour", 1)
-    assert _timeframe_plan(120) == (2, "Hour", 1)
-    assert _timeframe_plan(90) == (45, "Min", 2)
-    assert _timeframe_plan(390) == (39, "Min", 10)
-    assert _timeframe_plan(1440) == (1, "Day", 1)
+    assert timeframe_plan(15) == (15, "Min", 1)
+    assert timeframe_plan(60) == (1, "Hour", 1)
+    assert timeframe_plan(120) == (2, "Hour", 1)
+    assert timeframe_plan(90) == (45, "Min", 2)
+    assert timeframe_plan(390) == (39, "Min", 10)
+    assert timeframe_plan(1440) == (1, "Day", 1)
     with pytest.raises(ValueError):
-        _timeframe_plan(500)
+        timeframe_plan(500)
 
 
 def test_history_start_is_tight() -> None:
@@ -801,14 +806,14 @@ def test_history_start_is_tight() -> None:
     assert no_friday.date() == date(2026, 2, 26)
 
 
-def test_merge_bars() -> None:
+def testmerge_bars() -> None:
     t0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)  # 09:30 ET
     bars = [
         Bar(symbol="A", ts=t0 + timedelta(minutes=45 * i), open=10 + i, high=11 + i,
             low=9 + i, close=10.5 + i, volume=100)
         for i in range(4)
     ]
-    merged = _merge_bars(bars, 90)
+    merged = merge_bars(bars, 90)
     assert len(merged) == 2
     assert merged[0].open == 10 and merged[0].close == 11.5 and merged[0].high == 12
     assert merged[0].volume == 200 and merged[1].ts == t0 + timedelta(minutes=90)
