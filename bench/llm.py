@@ -1,7 +1,7 @@
 """Benchmark the Ollama analyst's prompt size and orchestration cost per cycle.
 
 For 5, 20 and 50 symbols it prints the prompt size (characters and estimated tokens —
-characters / 4, see ``perun_tui/llm/prompt.py``), tokens per symbol (total / symbols, and
+digits one each, see ``perun_tui/llm/prompt.py``), tokens per symbol (total / symbols, and
 the marginal cost of one more symbol), how many LLM calls a cycle makes (counted at the
 fake server), and the orchestration overhead: the median time of ``analyze()`` against a
 zero-latency loopback fake, next to the median time of a bare ``AsyncClient.chat`` call
@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['overhead_ms']:>11} {row['build_parse_ms']:>14}"
         )
     print(
-        "tokens are estimated as characters / 4; overhead = analyze() − a bare "
+        "tokens are estimated pessimistically (digits one each, letters one per four, other "
+        "symbols one each); overhead = analyze() − a bare "
         f"AsyncClient.chat with the same prompt and reply (medians of {args.runs}, "
         "interleaved); build+parse = the same work without I/O"
     )

@@ -1,14 +1,15 @@
 """Build the compact prompt: one table row per symbol, limits pre-computed, terse memory.
 
 One call per cycle covers the whole universe, so the prompt has to stay small as the
-universe grows: a fixed part (rules, account, legend, ≈ 450 tokens) plus one table row
-(≈ 20 tokens) and at most three memory entries (≈ 6 tokens each) per symbol. The target
-is ≤ 120 prompt tokens per symbol; ``bench/llm.py`` measures it.
+universe grows: a fixed part (rules, account, legend) plus one table row and at most three
+memory entries per symbol. The target is ≤ 120 prompt tokens per symbol; ``bench/llm.py``
+measures it.
 
-Tokens are *estimated* as characters / 4 (:func:`estimate_tokens`): close to what the
-Llama/Qwen tokenizers give for English prose, and pessimistic for the digit-heavy table.
-Good enough for a budget; the exact count comes back from Ollama as
-``Usage.prompt_tokens``.
+Tokens are *estimated* (:func:`estimate_tokens`) the way Qwen's and Llama's tokenizers
+treat this text, erring high: every digit is a token of its own (Qwen splits numbers
+digit by digit, which makes the table cost far more than characters / 4 suggests), a run
+of letters costs one token per four letters, and every other symbol one token. The exact
+count comes back from Ollama as ``Usage.prompt_tokens``.
 
 Templates live in ``perun_tui/llm/prompts/`` (``system.md``, ``context.md``,
 ``repair.md``) and are loaded with ``importlib.resources``. A directory named by
@@ -71,9 +72,16 @@ class PromptError(ValueError):
     """A prompt template cannot be used; the message names the file and what to fix."""
 
 
+_LETTERS = re.compile(r"[^\W\d_]+")
+_OTHER = re.compile(r"[^\w\s]|_")
+
+
 def estimate_tokens(text: str) -> int:
-    """Estimated token count: characters / 4, rounded up (see the module docstring)."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
+    """A pessimistic token count for Qwen/Llama tokenizers (see the module docstring):
+    digits one each, letters one per four, any other non-space character one each."""
+    digits = sum(ch.isdigit() for ch in text)
+    words = sum(math.ceil(len(m) / CHARS_PER_TOKEN) for m in _LETTERS.findall(text))
+    return digits + words + len(_OTHER.findall(text))
 
 
 # --------------------------------------------------------------------------- templates
@@ -206,15 +214,16 @@ def table_row(symbol: str, f: SymbolFeatures | None, lim: SymbolLimits | None) -
     else:
         cells = [
             num(f.price, 2),
-            num(f.ret_1, 2),
-            num(f.ret_5, 2),
+            # one decimal is all a decision needs, and every digit is a token
+            num(f.ret_1, 1),
+            num(f.ret_5, 1),
             num(f.ret_20, 1),
-            num(f.trend_pct, 2),
+            num(f.trend_pct, 1),
             num(f.zscore, 1),
             num(f.rsi, 0),
-            num(f.volatility_pct, 2),
+            num(f.volatility_pct, 1),
             num(f.volume_ratio, 1),
-            num(f.spread_pct, 3),
+            num(f.spread_pct * 100, 0),  # basis points
         ]
     note = "; ".join(n.replace("|", "/").replace("\n", " ") for n in notes)
     return "|".join([symbol, *cells, held, pl, max_buy, sell, note])
