@@ -486,12 +486,31 @@ def _env_layer(
             layer.setdefault(section, {})[key] = env[name]
             sources[(section, key)] = f"{origin} {name}"
     for name, value in env.items():
-        if not name.startswith("PERUN_") or "__" not in name:
+        if not name.startswith("PERUN_"):
+            continue
+        if "__" not in name:
+            _refuse_single_underscore(name, origin)
             continue
         section, _, key = name[len("PERUN_") :].lower().partition("__")
         layer.setdefault(section, {})[key] = value
         sources[(section, key)] = f"{origin} {name}"
     return layer
+
+
+def _refuse_single_underscore(name: str, origin: str) -> None:
+    """``PERUN_RISK_MAX_ORDER_NOTIONAL`` looks like a setting but would be ignored: a risk
+    limit silently not applied is worse than a refusal to start."""
+    rest = name[len("PERUN_") :].lower()
+    for section, field in Settings.model_fields.items():
+        ann = field.annotation
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            continue
+        key = rest.removeprefix(section + "_")
+        if key != rest and key in ann.model_fields:
+            raise ConfigError(
+                f"{name} (from {origin}) is not read: nested keys take two underscores, "
+                f"PERUN_{section.upper()}__{key.upper()}"
+            )
 
 
 def _merge(base: dict[str, Any], layer: Mapping[str, Any]) -> None:

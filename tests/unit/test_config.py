@@ -198,3 +198,11 @@ def test_cycles_must_be_a_positive_number(cycles: str) -> None:
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args(["run", "--headless", "--cycles", cycles])
     assert exit_.value.code == 2
+
+
+def test_a_setting_with_one_underscore_is_refused_not_ignored(tmp_path: Path) -> None:
+    env = {"PERUN_RISK_MAX_ORDER_NOTIONAL": "100", "PERUN_SLOW": "1"}
+    with pytest.raises(ConfigError, match="PERUN_RISK__MAX_ORDER_NOTIONAL"):
+        load_settings(env=env, cwd=tmp_path, use_dotenv=False)
+    # other PERUN_ names (the test harness's, say) are not settings and stay allowed
+    assert load_settings(env={"PERUN_SLOW": "1"}, cwd=tmp_path, use_dotenv=False)
