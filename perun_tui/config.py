@@ -317,7 +317,7 @@ class OptimizationSettings(_Section):
     horizons: list[int] = Field(default_factory=lambda: [1, 5, 20], min_length=1, max_length=6)
     primary_horizon: int = Field(5, ge=1, le=500)
     min_samples: int = Field(8, ge=3, le=10000)
-    max_p_value: float = Field(0.5, gt=0, le=1)
+    max_p_value: float = Field(0.2, gt=0, le=1)
     auto_apply_keys: list[str] = Field(
         default_factory=lambda: ["risk.min_confidence", "approval.auto_min_confidence"]
     )

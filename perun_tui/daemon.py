@@ -70,6 +70,7 @@ from perun_tui.services.memory import Memory
 from perun_tui.services.notification import NotificationService
 from perun_tui.services.optimization import Optimizer, compute_metrics
 from perun_tui.services.risk import RiskInputs, RiskPolicy
+from perun_tui.services.scoring import dropped_signals
 
 log = logging.getLogger(__name__)
 
@@ -719,6 +720,10 @@ class OrchestrationDaemon:
         )
         for note in result.dropped:
             self._log(Level.WARNING, f"analyst idea dropped: {note}")
+        if result.dropped_ideas:  # stored as refused signals: scoring covers them too
+            await self.memory.save_signals(
+                dropped_signals(result, cycle, quotes, self.clock.now(), self._instance)
+            )
         if result.error:
             report.errors.append(f"analysis: {result.error}")
             await self._record_error(

@@ -92,6 +92,18 @@ class ProposedSignal(_Model):
     stop_loss: float | None = None
 
 
+class DroppedIdea(_Model):
+    """An idea the analyst had but did not propose because the limits rule it out
+    (cooldown, position size, nothing to sell, below risk.min_confidence). Kept with its
+    confidence so it is stored as a refused signal and scored like any other."""
+
+    symbol: str
+    action: Action
+    confidence: float
+    reason: str
+    rationale: str = ""
+
+
 class Usage(_Model):
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -110,6 +122,7 @@ class AnalysisResult(_Model):
     usage: Usage | None = None
     error: str | None = None
     dropped: list[str] = Field(default_factory=list)  # ideas dropped, each with why
+    dropped_ideas: list[DroppedIdea] = Field(default_factory=list)  # the same, scorable
     attempts: int = 1
 
 

@@ -28,6 +28,7 @@ from perun_tui.llm.base import (
     AnalysisResult,
     AnalystHealth,
     DeltaCallback,
+    DroppedIdea,
     ProposedSignal,
     SymbolFeatures,
     SymbolLimits,
@@ -195,6 +196,7 @@ class RulesAnalyst:
 
         signals: list[ProposedSignal] = []
         dropped: list[str] = []
+        ideas: list[DroppedIdea] = []
         holds = 0
         feats: list[SymbolFeatures] = []
         await emit(f"### Rules analyst · cycle {context.cycle}")
@@ -217,6 +219,8 @@ class RulesAnalyst:
             if blocked:
                 holds += 1
                 dropped.append(f"{sym} {idea.action.value}: {blocked}")
+                ideas.append(DroppedIdea(symbol=sym, action=idea.action, reason=blocked,
+                                         confidence=idea.confidence, rationale=idea.evidence))
                 await emit(f"- **{sym}** {verb} idea ({idea.confidence:.2f}) not proposed — "
                            f"{blocked}; {idea.evidence}")
                 continue
@@ -225,6 +229,8 @@ class RulesAnalyst:
                 why = (f"confidence {idea.confidence:.2f} below min "
                        f"{context.min_confidence:.2f}")
                 dropped.append(f"{sym} {idea.action.value}: {why}")
+                ideas.append(DroppedIdea(symbol=sym, action=idea.action, reason=why,
+                                         confidence=idea.confidence, rationale=idea.evidence))
                 await emit(f"- **{sym}** {verb} idea not proposed — {why}; {idea.evidence}")
                 continue
             stop, target = self.levels(f, idea.action)
@@ -256,6 +262,7 @@ class RulesAnalyst:
             raw_reply=raw,
             reasoning="\n".join(lines) + "\n",
             dropped=dropped,
+            dropped_ideas=ideas,
         )
 
     def _blocked(self, action: Action, lim: SymbolLimits) -> str:

@@ -242,6 +242,18 @@ def _notes(report: PerformanceReport) -> list[str]:
             f"only {report.period.sessions} session(s) of history: treat every ratio as a "
             "rough indication"
         )
+    sc = report.scoring
+    if sc.scored:
+        notes.append(
+            f"signal tests count overlapping outcome windows once: {sc.independent} of "
+            f"{sc.scored} scored signals are independent at {sc.primary} cycles"
+        )
+    if report.suggestions:
+        notes.append(
+            "each p-value is for one test, and several groups (symbols, actions, thresholds, "
+            "calibration) are tested on the same history: treat a moderate one as a lead to "
+            "watch, not a finding"
+        )
     if report.scoring.signals and report.scoring.scored < report.scoring.signals:
         notes.append(
             f"{report.scoring.signals - report.scoring.scored} signal(s) are too recent to "

@@ -10,6 +10,14 @@ confidence bucket (is 0.8 really better than 0.6?), by action, by symbol, by wha
 to the signal (taken, refused by risk, rejected by a person, expired), and who was right
 when a person overrode the model — a rejected signal that would have lost is a point for
 the person.
+
+**Evidence is counted once.** Signals on one symbol whose outcome windows overlap (a sell
+idea repeated every cycle of a downtrend, scored 5 cycles later) share the same price
+moves; counting each as separate evidence would make chance look like a pattern. So every
+statistic shows all scored signals, but the p-values use only the *independent* ones:
+per symbol, in time order, a signal counts when its window starts after the last counted
+one's ended (``h`` cycles later; for "close", the next session). The tests are exact: a
+sign test of hits against a coin flip, and Fisher's exact test for two groups.
 """
 
 from __future__ import annotations
@@ -17,13 +25,24 @@ from __future__ import annotations
 import bisect
 import math
 import statistics
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from perun_tui.models import Action, Signal, SignalStatus, SignalTransition
+from perun_tui.llm.base import AnalysisResult
+from perun_tui.models import (
+    Action,
+    Quote,
+    Signal,
+    SignalStatus,
+    SignalTransition,
+    signal_id_for,
+)
 from perun_tui.services.history import Point
+from perun_tui.services.memory import EXCHANGE_TZ
 
 CLOSE = "close"
 CONFIDENCE_EDGES: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -31,10 +50,13 @@ THRESHOLDS: tuple[float, ...] = (0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 
 TAKEN = "taken"
 REFUSED = "refused by risk"
+NOT_PROPOSED = "not proposed (limits)"
 REJECTED = "rejected by a person"
 EXPIRED = "expired"
 FAILED = "failed/canceled"
 OPEN = "still open"
+
+ANALYST_LIMITS = "analyst limits"  # who refused an idea the analyst did not propose
 
 
 class _Out(BaseModel):
@@ -54,25 +76,66 @@ def binomial_p_value(hits: int, n: int) -> float | None:
     return min(1.0, 2.0 * tail)
 
 
+Alternative = Literal["two-sided", "less", "greater"]
+
+
+def fisher_exact_p(
+    hits_a: int, n_a: int, hits_b: int, n_b: int, alternative: Alternative = "two-sided"
+) -> float | None:
+    """Fisher's exact test of the 2×2 table [[hits_a, n_a - hits_a], [hits_b, n_b - hits_b]]:
+    how likely a split of the hits at least this uneven is when both groups share one hit
+    rate. ``less``: group a's rate is lower; ``greater``: higher; two-sided: either way
+    (the tables no more likely than the one observed, as in R and SciPy)."""
+    if n_a <= 0 or n_b <= 0:
+        return None
+    if not (0 <= hits_a <= n_a and 0 <= hits_b <= n_b):
+        raise ValueError("hits must be between 0 and n")
+    total, hits = n_a + n_b, hits_a + hits_b
+    lo, hi = max(0, n_a - (total - hits)), min(n_a, hits)
+    weights = {k: math.comb(hits, k) * math.comb(total - hits, n_a - k) for k in range(lo, hi + 1)}
+    whole = math.comb(total, n_a)
+    if alternative == "less":
+        tail = sum(w for k, w in weights.items() if k <= hits_a)
+    elif alternative == "greater":
+        tail = sum(w for k, w in weights.items() if k >= hits_a)
+    else:
+        seen = weights[hits_a]
+        tail = sum(w for w in weights.values() if w <= seen)  # exact integers: no tolerance
+    return min(1.0, tail / whole)
+
+
 class HorizonStats(_Out):
     n: int = 0
     hits: int = 0
     hit_rate: float | None = None
     mean_return_pct: float | None = None
-    p_value: float | None = None  # sign test of the hit rate against 50%
+    independent: int = 0  # of n, with non-overlapping outcome windows (see the module doc)
+    independent_hits: int = 0
+    p_value: float | None = None  # sign test of the independent hits against 50%
 
 
-def horizon_stats(returns: Iterable[float | None]) -> HorizonStats:
-    values = [r for r in returns if r is not None]
+def horizon_stats(returns: Iterable[float | tuple[float | None, bool] | None]) -> HorizonStats:
+    """Stats of returns; each may come with its independence flag (default: independent)."""
+    values: list[float] = []
+    flags: list[bool] = []
+    for item in returns:
+        r, independent = item if isinstance(item, tuple) else (item, True)
+        if r is not None:
+            values.append(r)
+            flags.append(independent)
     if not values:
         return HorizonStats()
     hits = sum(1 for r in values if r > 0)
+    n_ind = sum(flags)
+    hits_ind = sum(1 for r, f in zip(values, flags, strict=True) if f and r > 0)
     return HorizonStats(
         n=len(values),
         hits=hits,
         hit_rate=hits / len(values),
         mean_return_pct=statistics.fmean(values),
-        p_value=binomial_p_value(hits, len(values)),
+        independent=n_ind,
+        independent_hits=hits_ind,
+        p_value=binomial_p_value(hits_ind, n_ind),
     )
 
 
@@ -97,6 +160,8 @@ class Band(_Out):
     n: int
     hits: int
     total_return_pct: float
+    independent: int = 0
+    independent_hits: int = 0
 
 
 def band_stats(bands: Sequence[Band], lo: float, hi: float) -> HorizonStats:
@@ -106,30 +171,65 @@ def band_stats(bands: Sequence[Band], lo: float, hi: float) -> HorizonStats:
     if not n:
         return HorizonStats()
     hits = sum(b.hits for b in picked)
+    n_ind = sum(b.independent for b in picked)
+    hits_ind = sum(b.independent_hits for b in picked)
     return HorizonStats(
         n=n,
         hits=hits,
         hit_rate=hits / n,
         mean_return_pct=sum(b.total_return_pct for b in picked) / n,
-        p_value=binomial_p_value(hits, n),
+        independent=n_ind,
+        independent_hits=hits_ind,
+        p_value=binomial_p_value(hits_ind, n_ind),
     )
 
 
-def confidence_bands(scores: Sequence[SignalScore], horizon: str) -> list[Band]:
-    bins: dict[int, list[float]] = {}
+def confidence_bands(
+    scores: Sequence[SignalScore], horizon: str, independent: Collection[str] | None = None
+) -> list[Band]:
+    bins: dict[int, list[tuple[float, bool]]] = {}
     for s in scores:
         r = s.returns.get(horizon)
         if r is not None:
-            bins.setdefault(math.floor(s.signal.confidence * 100 + 1e-9), []).append(r)
+            flag = independent is None or s.signal.id in independent
+            bins.setdefault(math.floor(s.signal.confidence * 100 + 1e-9), []).append((r, flag))
     return [
         Band(
             lo=k / 100,
             n=len(v),
-            hits=sum(1 for r in v if r > 0),
-            total_return_pct=sum(v),
+            hits=sum(1 for r, _ in v if r > 0),
+            total_return_pct=sum(r for r, _ in v),
+            independent=sum(1 for _, f in v if f),
+            independent_hits=sum(1 for r, f in v if f and r > 0),
         )
         for k, v in sorted(bins.items())
     ]
+
+
+def independent_ids(scores: Sequence[SignalScore], horizon: str) -> set[str]:
+    """The signals that count as separate evidence at ``horizon``: per symbol, in time
+    order, one whose outcome window starts after the last counted one's window ended."""
+    step = None if horizon == CLOSE else int(horizon.lstrip("+"))
+    last: dict[str, int | date] = {}
+    out: set[str] = set()
+    scored = [s for s in scores if s.returns.get(horizon) is not None]
+    for s in sorted(scored, key=lambda s: (s.signal.created_at, s.signal.cycle, s.signal.id)):
+        sym = s.signal.symbol
+        mark: int | date = (
+            s.signal.cycle if step is not None
+            else s.signal.created_at.astimezone(EXCHANGE_TZ).date()
+        )
+        prev = last.get(sym)
+        if prev is not None:
+            if step is not None:
+                assert isinstance(mark, int) and isinstance(prev, int)
+                if mark - prev < step:
+                    continue
+            elif mark == prev:
+                continue
+        last[sym] = mark
+        out.add(s.signal.id)
+    return out
 
 
 class Overrides(_Out):
@@ -151,11 +251,23 @@ class Overrides(_Out):
         return self.person_right / self.rejected_scored if self.rejected_scored else None
 
 
+class Comparison(_Out):
+    """Two groups' hit rates at one horizon, compared with Fisher's exact test on their
+    independent signals."""
+
+    low: str
+    high: str
+    low_stats: HorizonStats
+    high_stats: HorizonStats
+    p_value: float | None
+
+
 class SignalScoring(_Out):
     horizons: list[str] = Field(default_factory=list)
     primary: str = ""
     signals: int = 0  # buy/sell signals in the period
     scored: int = 0  # with a return at the primary horizon
+    independent: int = 0  # of those, with non-overlapping outcome windows
     overall: GroupScore = Field(default_factory=lambda: GroupScore(group="all", signals=0))
     by_confidence: list[GroupScore] = Field(default_factory=list)
     by_action: list[GroupScore] = Field(default_factory=list)
@@ -165,6 +277,7 @@ class SignalScoring(_Out):
     bands: list[Band] = Field(default_factory=list)
     overrides: Overrides = Field(default_factory=Overrides)
     calibration: str = ""  # one sentence: does confidence rank outcomes?
+    calibration_test: Comparison | None = None  # lowest vs highest bucket, Fisher's test
 
 
 @dataclass(slots=True)
@@ -184,12 +297,44 @@ def confidence_bucket(confidence: float, edges: Sequence[float] = CONFIDENCE_EDG
     return f"{edges[i - 1]:.2f}–{edges[i]:.2f}"
 
 
-def disposition(signal: Signal) -> str:
+def dropped_signals(
+    result: AnalysisResult,
+    cycle: int,
+    quotes: Mapping[str, Quote],
+    at: datetime,
+    salt: str = "",
+) -> list[tuple[Signal, SignalTransition]]:
+    """The ideas the analyst did not propose (``result.dropped_ideas``) as signals refused
+    by ``ANALYST_LIMITS``, with the price and confidence they had — so that scoring covers
+    every idea, taken or not. Ideas without a quote cannot be scored and are left out."""
+    out: list[tuple[Signal, SignalTransition]] = []
+    for idea in result.dropped_ideas:
+        quote = quotes.get(idea.symbol)
+        if quote is None or quote.last <= 0 or idea.action is Action.HOLD:
+            continue
+        signal = Signal(
+            id=signal_id_for(cycle, idea.symbol, idea.action, f"{salt}|dropped"),
+            cycle=cycle,
+            symbol=idea.symbol,
+            action=idea.action,
+            confidence=idea.confidence,
+            rationale=idea.rationale,
+            analyst=result.analyst,
+            created_at=at,
+            price=quote.last,
+        )
+        move = signal.transition(SignalStatus.REFUSED, by=ANALYST_LIMITS, reason=idea.reason,
+                                 at=at)
+        out.append((signal, move))
+    return out
+
+
+def disposition(signal: Signal, by: str = "") -> str:
     s = signal.status
     if s in (SignalStatus.FILLED, SignalStatus.PARTIALLY_FILLED):
         return TAKEN
     if s is SignalStatus.REFUSED:
-        return REFUSED
+        return NOT_PROPOSED if by == ANALYST_LIMITS else REFUSED
     if s is SignalStatus.REJECTED:
         return REJECTED
     if s is SignalStatus.EXPIRED:
@@ -232,7 +377,8 @@ def score_signals(
     for sig in signals:
         if sig.action is Action.HOLD:
             continue
-        score = SignalScore(sig, disposition(sig), decided_by(transitions.get(sig.id, [])))
+        by = decided_by(transitions.get(sig.id, []))
+        score = SignalScore(sig, disposition(sig, by), by)
         out.append(score)
         idx = by_cycle.get(sig.cycle)
         if idx is None:
@@ -263,13 +409,23 @@ def score_signals(
     return out
 
 
+Independence = Mapping[str, Collection[str]]  # horizon label -> independent signal ids
+
+
 def _group(
-    name: str, items: Sequence[SignalScore], labels: Sequence[str]
+    name: str,
+    items: Sequence[SignalScore],
+    labels: Sequence[str],
+    independent: Independence | None = None,
 ) -> GroupScore:
+    def flagged(s: SignalScore, lab: str) -> tuple[float | None, bool]:
+        ids = None if independent is None else independent.get(lab)
+        return s.returns.get(lab), ids is None or s.signal.id in ids
+
     return GroupScore(
         group=name,
         signals=len(items),
-        horizons={lab: horizon_stats(s.returns.get(lab) for s in items) for lab in labels},
+        horizons={lab: horizon_stats(flagged(s, lab) for s in items) for lab in labels},
     )
 
 
@@ -278,33 +434,56 @@ def _groups(
     key: Callable[[SignalScore], str],
     labels: Sequence[str],
     order: Sequence[str] | None = None,
+    independent: Independence | None = None,
 ) -> list[GroupScore]:
     buckets: dict[str, list[SignalScore]] = {}
     for s in scores:
         buckets.setdefault(key(s), []).append(s)
     names = [n for n in order if n in buckets] if order else sorted(buckets)
-    return [_group(n, buckets[n], labels) for n in names]
+    return [_group(n, buckets[n], labels, independent) for n in names]
 
 
-def calibration_sentence(groups: Sequence[GroupScore], horizon: str, min_n: int) -> str:
-    usable = [g for g in groups if g.horizons.get(horizon, HorizonStats()).n >= min_n]
+def compare_buckets(
+    groups: Sequence[GroupScore], horizon: str, min_n: int
+) -> Comparison | None:
+    """The lowest and highest confidence buckets with at least ``min_n`` independent
+    scored signals, or None when fewer than two have that many."""
+    usable = [g for g in groups if g.horizons.get(horizon, HorizonStats()).independent >= min_n]
     if len(usable) < 2:
-        return (
-            f"not enough scored signals per confidence bucket to judge calibration "
-            f"(need {min_n} per bucket at {horizon})"
-        )
-    rates = [g.horizons[horizon].hit_rate or 0.0 for g in usable]
+        return None
     low, high = usable[0], usable[-1]
-    lo_rate, hi_rate = rates[0], rates[-1]
-    if hi_rate > lo_rate + 0.05:
+    lo, hi = low.horizons[horizon], high.horizons[horizon]
+    return Comparison(
+        low=low.group,
+        high=high.group,
+        low_stats=lo,
+        high_stats=hi,
+        p_value=fisher_exact_p(hi.independent_hits, hi.independent, lo.independent_hits,
+                               lo.independent),
+    )
+
+
+def calibration_sentence(comparison: Comparison | None, horizon: str, min_n: int) -> str:
+    """Does confidence rank outcomes? One sentence with the test behind the answer."""
+    if comparison is None:
+        return (
+            "not enough independent scored signals per confidence bucket to judge "
+            f"calibration (need {min_n} in at least two buckets at {horizon})"
+        )
+    lo, hi = comparison.low_stats, comparison.high_stats
+    lo_rate = lo.independent_hits / lo.independent
+    hi_rate = hi.independent_hits / hi.independent
+    p = comparison.p_value if comparison.p_value is not None else 1.0
+    if p > 0.2:
+        verdict = "no clear difference between confidence levels (could well be chance)"
+    elif hi_rate > lo_rate:
         verdict = "higher confidence did better"
-    elif hi_rate < lo_rate - 0.05:
-        verdict = "higher confidence did WORSE: confidence does not rank outcomes"
     else:
-        verdict = "confidence made little difference"
+        verdict = "higher confidence did WORSE: confidence does not rank outcomes"
     return (
-        f"{verdict} — {high.group}: {hi_rate:.0%} hits (n={high.horizons[horizon].n}) vs "
-        f"{low.group}: {lo_rate:.0%} (n={low.horizons[horizon].n}) at {horizon}"
+        f"{verdict} — {comparison.high}: {hi.independent_hits} of {hi.independent} right "
+        f"({hi_rate:.0%}) vs {comparison.low}: {lo.independent_hits} of {lo.independent} "
+        f"({lo_rate:.0%}), independent signals at {horizon}; Fisher's exact p = {p:.2f}"
     )
 
 
@@ -339,33 +518,46 @@ def summarize_scores(
 ) -> SignalScoring:
     labels = [horizon_label(h) for h in horizons] + [CLOSE]
     prim = horizon_label(primary)
+    ind: dict[str, set[str]] = {lab: independent_ids(scores, lab) for lab in labels}
     conf_order = [confidence_bucket(x) for x in (0.0, *CONFIDENCE_EDGES)]
-    by_conf = _groups(scores, lambda s: confidence_bucket(s.signal.confidence), labels, conf_order)
+    by_conf = _groups(
+        scores, lambda s: confidence_bucket(s.signal.confidence), labels, conf_order, ind
+    )
+
+    def at_primary(s: SignalScore) -> tuple[float | None, bool]:
+        return s.returns.get(prim), s.signal.id in ind[prim]
+
     thresholds = [
         ThresholdRow(
             threshold=t,
-            below=horizon_stats(s.returns.get(prim) for s in scores if s.signal.confidence < t),
-            above=horizon_stats(s.returns.get(prim) for s in scores if s.signal.confidence >= t),
+            below=horizon_stats(at_primary(s) for s in scores if s.signal.confidence < t),
+            above=horizon_stats(at_primary(s) for s in scores if s.signal.confidence >= t),
         )
         for t in THRESHOLDS
     ]
+    comparison = compare_buckets(by_conf, prim, min_samples)
     return SignalScoring(
         horizons=labels,
         primary=prim,
         signals=len(scores),
         scored=sum(1 for s in scores if s.returns.get(prim) is not None),
-        overall=_group("all", scores, labels),
+        independent=len(ind[prim]),
+        overall=_group("all", scores, labels, ind),
         by_confidence=by_conf,
-        by_action=_groups(scores, lambda s: s.signal.action.value, labels, ["buy", "sell"]),
-        by_symbol=_groups(scores, lambda s: s.signal.symbol, labels),
+        by_action=_groups(scores, lambda s: s.signal.action.value, labels, ["buy", "sell"], ind),
+        by_symbol=_groups(scores, lambda s: s.signal.symbol, labels, None, ind),
         by_disposition=_groups(
-            scores, lambda s: s.disposition, labels, [TAKEN, REFUSED, REJECTED, EXPIRED, FAILED,
-                                                      OPEN]
+            scores,
+            lambda s: s.disposition,
+            labels,
+            [TAKEN, REFUSED, NOT_PROPOSED, REJECTED, EXPIRED, FAILED, OPEN],
+            ind,
         ),
         thresholds=thresholds,
-        bands=confidence_bands(scores, prim),
+        bands=confidence_bands(scores, prim, ind[prim]),
         overrides=overrides(scores, prim),
-        calibration=calibration_sentence(by_conf, prim, min_samples),
+        calibration=calibration_sentence(comparison, prim, min_samples),
+        calibration_test=comparison,
     )
 
 

@@ -2,7 +2,9 @@
 
 Each suggestion names a settings key, its current and proposed value, and a sentence of
 evidence from the scored history ("signals with confidence < 0.65 lost in 14 of 20
-cases ..."), with the sign-test p-value that says how far chance alone could explain it.
+cases ..."), with the p-value that says how well chance alone could explain it: an exact
+sign test for one group, Fisher's exact test when two groups are compared, both on the
+independent signals only (see ``scoring``). The strength shown follows from the p-value.
 
 A change is applied only on confirmation (``apply_suggestion``), or automatically when
 ``optimization.auto_apply`` is on and the change stays within the configured bounds (an
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import os
 import tomllib
 from collections.abc import Mapping, MutableMapping, Sequence
@@ -33,11 +36,11 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from perun_tui.config import LEGACY_ENV, OptimizationSettings, Settings, user_config_file
 from perun_tui.services.memory import Memory
 from perun_tui.services.scoring import (
-    GroupScore,
     HorizonStats,
     SignalScoring,
     band_stats,
     binomial_p_value,
+    fisher_exact_p,
 )
 
 CHANGES_KEY = "optimization.changes"
@@ -145,17 +148,27 @@ def _losses_sentence(label: str, st: HorizonStats, horizon: str) -> str:
     mean = st.mean_return_pct or 0.0
     return (
         f"{label} lost in {losses} of {st.n} cases at {horizon} cycles "
-        f"(mean {mean:+.2f}%)"
+        f"(mean {mean:+.2f}%; {_independent(st, 'lost')})"
     )
+
+
+def _independent(st: HorizonStats, verb: str) -> str:
+    """The counts the p-value is computed on, in words."""
+    if st.independent == st.n:
+        return "no overlapping windows"
+    n = st.independent
+    k = n - st.independent_hits if verb == "lost" else st.independent_hits
+    return f"counting overlapping windows once: {verb} {k} of {n}"
 
 
 def _threshold_suggestion(
     key: str, current: float, scoring: SignalScoring, opt: OptimizationSettings
 ) -> Suggestion | None:
-    """Raise a confidence threshold past a band of losing signals, if there is one."""
+    """Raise a confidence threshold past a band of losing signals — only when the signals
+    above it made money, and the band did worse than them by Fisher's exact test."""
     lo_bound, hi_bound = opt.confidence_bounds
     prim = scoring.primary
-    best: tuple[float, HorizonStats, HorizonStats, float] | None = None
+    best: tuple[float, HorizonStats, HorizonStats, float, float] | None = None
     for row in scoring.thresholds:
         t = row.threshold
         if t <= current + 1e-9 or t > hi_bound + 1e-9 or t < lo_bound - 1e-9:
@@ -163,27 +176,30 @@ def _threshold_suggestion(
         # the signals the change would cut: current ≤ confidence < t
         cut = band_stats(scoring.bands, current, t)
         kept = row.above
-        if cut.n < opt.min_samples or kept.n < max(3, opt.min_samples // 2):
+        if cut.independent < opt.min_samples or kept.independent < max(3, opt.min_samples // 2):
             continue
         cut_mean = cut.mean_return_pct or 0.0
         if cut_mean >= 0 or (cut.hit_rate or 0) >= 0.5:
-            continue
-        if (kept.mean_return_pct or 0.0) <= cut_mean:
-            continue
-        p = binomial_p_value(cut.hits, cut.n) or 1.0
-        if p > opt.max_p_value:
+            continue  # the band did not lose
+        if (kept.mean_return_pct or 0.0) <= 0:
+            continue  # what is left would not make money either: no case for the threshold
+        p = fisher_exact_p(
+            cut.independent_hits, cut.independent, kept.independent_hits, kept.independent,
+            "less",
+        )
+        if p is None or p > opt.max_p_value:
             continue
         avoided = -cut_mean * cut.n
         if best is None or avoided > best[3]:
-            best = (t, cut, kept, avoided)
+            best = (t, cut, kept, avoided, p)
     if best is None:
         return None
-    t, cut, kept, _ = best
-    p_cut = binomial_p_value(cut.hits, cut.n)
+    t, cut, kept, _, p = best
     why = (
         _losses_sentence(f"signals with confidence {current:g}–{t:g}", cut, prim)
         + f"; those at ≥ {t:g} won {kept.hits} of {kept.n} (mean "
-        f"{kept.mean_return_pct or 0:+.2f}%): raise {key} to {t:g}"
+        f"{kept.mean_return_pct or 0:+.2f}%; {_independent(kept, 'won')}). Fisher's exact "
+        f"test: p = {p:.3f} that the lower band does no worse. Raise {key} to {t:g}"
     )
     return Suggestion(
         id=_sid("confidence_threshold", key, t),
@@ -192,9 +208,10 @@ def _threshold_suggestion(
         old=current,
         new=t,
         why=why,
-        evidence={"cut": cut.model_dump(), "kept": kept.model_dump(), "horizon": prim},
-        p_value=p_cut,
-        strength=strength_of(p_cut),
+        evidence={"cut": cut.model_dump(), "kept": kept.model_dump(), "horizon": prim,
+                  "test": "Fisher's exact, one-sided, independent signals"},
+        p_value=p,
+        strength=strength_of(p),
     )
 
 
@@ -209,10 +226,14 @@ def _symbol_suggestions(
     for group in scoring.by_symbol:
         st = group.horizons.get(prim, HorizonStats())
         sym = group.group
-        if sym not in symbols or len(symbols) <= 1 or st.n < opt.min_samples:
+        if sym not in symbols or len(symbols) <= 1 or st.independent < opt.min_samples:
             continue
-        p = binomial_p_value(st.hits, st.n)
-        losing = (st.hit_rate or 0) < 0.4 and (st.mean_return_pct or 0) < 0
+        p = st.p_value  # sign test on the independent signals
+        losing = (
+            (st.hit_rate or 0) < 0.4
+            and (st.mean_return_pct or 0) < 0
+            and st.independent_hits * 2 < st.independent
+        )
         if not losing or (p or 1) > opt.max_p_value:
             continue
         pl = realized.get(sym, 0.0)
@@ -300,22 +321,29 @@ def _action_advice(scoring: SignalScoring, opt: OptimizationSettings) -> list[Su
     prim = scoring.primary
     for group in scoring.by_action:
         st = group.horizons.get(prim, HorizonStats())
-        if st.n < opt.min_samples or (st.hit_rate or 0) >= 0.4 or (st.mean_return_pct or 0) >= 0:
+        if (
+            st.independent < opt.min_samples
+            or (st.hit_rate or 0) >= 0.4
+            or (st.mean_return_pct or 0) >= 0
+            or st.independent_hits * 2 >= st.independent
+        ):
             continue
-        p = binomial_p_value(st.hits, st.n)
+        p = st.p_value  # sign test on the independent signals
         if (p or 1) > opt.max_p_value:
             continue
         wrong = st.n - st.hits
         if group.group == "sell":
             why = (
                 f"sell signals were followed by a rise in {wrong} of {st.n} cases at {prim} "
-                f"cycles (mean {st.mean_return_pct or 0:+.2f}% for the call): exits come too "
-                "early — review the analyst's sell rules before trusting its exits"
+                f"cycles (mean {st.mean_return_pct or 0:+.2f}% for the call; "
+                f"{_independent(st, 'lost')}): its bearish calls were wrong more often than "
+                "right — review the analyst's sell rules before trusting its exits"
             )
         else:
             why = (
                 f"buy signals lost in {wrong} of {st.n} cases at {prim} cycles (mean "
-                f"{st.mean_return_pct or 0:+.2f}%): review the analyst's buy rules"
+                f"{st.mean_return_pct or 0:+.2f}%; {_independent(st, 'lost')}): review the "
+                "analyst's buy rules"
             )
         out.append(
             Suggestion(
@@ -331,35 +359,38 @@ def _action_advice(scoring: SignalScoring, opt: OptimizationSettings) -> list[Su
 
 
 def _calibration_advice(scoring: SignalScoring, opt: OptimizationSettings) -> Suggestion | None:
+    """Advice when the most confident signals did worse than the least confident ones by
+    Fisher's exact test (two-sided) on independent signals."""
+    test = scoring.calibration_test
+    if test is None or test.p_value is None or test.p_value > opt.max_p_value:
+        return None
+    lo, hi = test.low_stats, test.high_stats
+    if hi.independent_hits * lo.independent >= lo.independent_hits * hi.independent:
+        return None  # higher confidence did at least as well
     prim = scoring.primary
-    usable = [g for g in scoring.by_confidence if g.horizons[prim].n >= opt.min_samples]
-    if len(usable) < 2:
-        return None
-    low: GroupScore = usable[0]
-    high: GroupScore = usable[-1]
-    lo, hi = low.horizons[prim], high.horizons[prim]
-    if (hi.hit_rate or 0) >= (lo.hit_rate or 0) - 0.1:
-        return None
     return Suggestion(
-        id=_sid("calibration", None, [low.group, high.group]),
+        id=_sid("calibration", None, [test.low, test.high]),
         kind="advice",
         why=(
-            f"confidence does not rank outcomes: {high.group} signals were right "
-            f"{hi.hit_rate or 0:.0%} of {hi.n} times, {low.group} ones {lo.hit_rate or 0:.0%} "
-            f"of {lo.n} (at {prim} cycles) — do not rely on confidence thresholds; review the "
-            "analyst's prompt or model"
+            f"confidence does not rank outcomes: {test.high} signals were right "
+            f"{hi.independent_hits} of {hi.independent} times, {test.low} ones "
+            f"{lo.independent_hits} of {lo.independent} (independent signals at {prim} "
+            f"cycles; Fisher's exact p = {test.p_value:.3f}) — do not rely on confidence "
+            "thresholds; review the analyst's prompt or model"
         ),
-        evidence={"low": low.model_dump(), "high": high.model_dump()},
-        p_value=None,
-        strength="moderate",
+        evidence=test.model_dump(),
+        p_value=test.p_value,
+        strength=strength_of(test.p_value),
     )
 
 
 def _frequency_suggestion(frequency: Any, settings: Settings) -> Suggestion | None:
-    """From a ``FrequencyAnalysis``: only when a coarser frequency beat the noise."""
+    """From a ``FrequencyAnalysis``: only when a coarser frequency beat the noise. The
+    p-value is a normal approximation: the difference in replayed return over the base
+    replay's standard error (an estimate; see the frequency caveats)."""
     best = frequency.best_step
     noise = frequency.noise_pct
-    if best is None or best == 1 or noise is None:
+    if best is None or best == 1 or noise is None or noise <= 0:
         return None
     runs = {r.step: r for r in frequency.replays}
     base, alt = runs.get(1), runs.get(best)
@@ -368,6 +399,7 @@ def _frequency_suggestion(frequency: Any, settings: Settings) -> Suggestion | No
     diff = alt.total_return_pct - base.total_return_pct
     if diff < noise or alt.trades < 3:
         return None
+    p = math.erfc(diff / noise / math.sqrt(2))  # two-sided, z = diff / noise
     current = settings.trading.frequency_minutes
     new = min(390, current * best)
     return Suggestion(
@@ -379,11 +411,12 @@ def _frequency_suggestion(frequency: Any, settings: Settings) -> Suggestion | No
         why=(
             f"replaying the stored prices every {new} min returned "
             f"{alt.total_return_pct:+.2f}% vs {base.total_return_pct:+.2f}% every {current} "
-            f"min (noise ≈ ±{noise:.2f} points; see the frequency caveats)"
+            f"min (noise ≈ ±{noise:.2f} points, so z ≈ {diff / noise:.1f}, p ≈ {p:.2f}; "
+            "see the frequency caveats)"
         ),
         evidence={"base": base.model_dump(), "alternative": alt.model_dump()},
-        p_value=None,
-        strength="weak",
+        p_value=p,
+        strength=strength_of(p),
     )
 
 

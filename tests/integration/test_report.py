@@ -234,19 +234,23 @@ class Recorder:
         self.got.append((notification.title, notification.message, notification.tags))
 
 
+SIGNAL_CYCLES = range(1, 111, 5)  # 22 signals, 5 cycles apart: no two +5 windows overlap
+
+
 async def rising_market_with_bad_sells(settings: Settings) -> None:
-    """A rises 1 a cycle; 12 sells at confidence 0.6 (all wrong), 10 buys at 0.7 (right)."""
+    """A rises 1 a cycle; every 5th cycle a signal on A: the first 12 are sells at
+    confidence 0.6 (all wrong), the other 10 buys at 0.7 (all right)."""
     async with await Memory.open(settings.database_path()) as memory:
-        for i in range(30):
+        for i in range(120):
             at = T0 + timedelta(minutes=15 * i)
             await memory.save_snapshot(
                 i + 1, at, Account(cash=10_000, equity=10_000, buying_power=10_000), [],
                 quotes(at, A=100 + i, B=50),
             )
         signals = [
-            signal(c, c, "A", Action.SELL if c <= 12 else Action.BUY, 0.6 if c <= 12 else 0.7,
+            signal(c, c, "A", Action.SELL if k < 12 else Action.BUY, 0.6 if k < 12 else 0.7,
                    100 + c - 1, SignalStatus.FILLED)
-            for c in range(1, 23)
+            for k, c in enumerate(SIGNAL_CYCLES)
         ]
         await memory.save_signals(signals)
 
@@ -268,7 +272,9 @@ async def test_optimizer_auto_applies_within_bounds_and_reverts(tmp_path: Path) 
                               settings_path=config)
         report = await optimizer.kick()
         assert report is not None
-        # 0.60–0.65 lost 12 of 12 (p = 2/4096): 0.6 → 0.65 is an 8% step, within 15%
+        # 0.60–0.65 lost 12 of 12, ≥ 0.65 won 10 of 10: Fisher's one-sided p is the chance
+        # that the 10 hits all fall among the 10 buys, 1 / C(22, 10) = 1 / 646,646;
+        # 0.6 → 0.65 is an 8% step, within 15%
         (change,) = report.changes
         assert (change.key, change.old, change.new, change.by) == (
             "risk.min_confidence", 0.6, 0.65, "auto"
@@ -276,13 +282,21 @@ async def test_optimizer_auto_applies_within_bounds_and_reverts(tmp_path: Path) 
         assert settings.risk.min_confidence == 0.65
         assert "min_confidence = 0.65" in config.read_text()
         assert recorder.got[-1][0] == "Parameter changed" and recorder.got[-1][2] == ("change",)
+        assert change.why == (
+            "signals with confidence 0.6–0.65 lost in 12 of 12 cases at +5 cycles (mean "
+            f"{-sum(500 / (99 + c) for c in SIGNAL_CYCLES[:12]) / 12:+.2f}%; no overlapping "
+            f"windows); those at ≥ 0.65 won 10 of 10 (mean "
+            f"{sum(500 / (99 + c) for c in SIGNAL_CYCLES[12:]) / 10:+.2f}%; no overlapping "
+            "windows). Fisher's exact test: p = 0.000 that the lower band does no worse. "
+            "Raise risk.min_confidence to 0.65"
+        )
         assert "sell signals were followed by a rise in 12 of 12" in " ".join(
             s.why for s in report.suggestions
         )
         note = optimizer.track_note(["A", "B"])
         # signal at cycle c has price 99 + c and 5 more 5 cycles later: ±500 / (99 + c) %
-        mean = (sum(500 / (99 + c) for c in range(13, 23))
-                - sum(500 / (99 + c) for c in range(1, 13))) / 22
+        sells, buys = SIGNAL_CYCLES[:12], SIGNAL_CYCLES[12:]
+        mean = (sum(500 / (99 + c) for c in buys) - sum(500 / (99 + c) for c in sells)) / 22
         assert note == (
             f"your past signals scored at +5 cycles: A 45% of 22 right, mean {mean:+.2f}%"
         )

@@ -10,11 +10,14 @@ from pathlib import Path
 import pytest
 
 from perun_tui.config import load_settings, user_config_file
-from perun_tui.models import Action, Signal, SignalStatus, SignalTransition
+from perun_tui.llm.base import AnalysisResult, DroppedIdea
+from perun_tui.models import Action, Quote, Signal, SignalStatus, SignalTransition
 from perun_tui.services.history import Point
 from perun_tui.services.memory import Memory
 from perun_tui.services.scoring import (
+    ANALYST_LIMITS,
     CLOSE,
+    NOT_PROPOSED,
     REFUSED,
     REJECTED,
     TAKEN,
@@ -22,6 +25,9 @@ from perun_tui.services.scoring import (
     band_stats,
     binomial_p_value,
     confidence_bucket,
+    dropped_signals,
+    fisher_exact_p,
+    independent_ids,
     score_signals,
     summarize_scores,
     track_records,
@@ -105,10 +111,11 @@ def test_confidence_buckets() -> None:
 
 
 def _scores(rows: Sequence[tuple[float, float | None, str, str]]) -> list[SignalScore]:
-    """(confidence, return at +5, disposition, decided_by) → scores."""
+    """(confidence, return at +5, disposition, decided_by) → scores, 30 cycles apart (a day
+    apart at 26 cycles a session): no two outcome windows overlap, each is independent."""
     out = []
     for i, (conf, ret, disp, by) in enumerate(rows):
-        s = sig(i, 1, Action.BUY, 100, conf=conf)
+        s = sig(i, 1 + 30 * i, Action.BUY, 100, conf=conf)
         out.append(SignalScore(s, disp, by, {"+1": ret, "+5": ret, CLOSE: ret}))
     return out
 
@@ -137,7 +144,13 @@ def test_summary_groups_thresholds_and_overrides() -> None:
     band = band_stats(sc.bands, 0.6, 0.7)
     assert (band.n, band.hits) == (3, 1)
     assert band.mean_return_pct == pytest.approx(-2 / 3)
-    assert "higher confidence did better" in sc.calibration
+    # 0.70–0.80: 2 of 3 right, 0.60–0.70: 1 of 3 — Fisher's exact test cannot tell them
+    # apart: every split of 3 hits over two groups of 3 is at most as likely as this one
+    assert sc.calibration == (
+        "no clear difference between confidence levels (could well be chance) — 0.70–0.80: "
+        "2 of 3 right (67%) vs 0.60–0.70: 1 of 3 (33%), independent signals at +5; "
+        "Fisher's exact p = 1.00"
+    )
     disp = {g.group: g.signals for g in sc.by_disposition}
     assert disp == {TAKEN: 5, REFUSED: 1, REJECTED: 2}
 
@@ -184,13 +197,104 @@ def test_threshold_suggestion_with_evidence(tmp_path: Path) -> None:
     found = make_suggestions(sc, settings)
     thr = next(s for s in found if s.key == "risk.min_confidence")
     assert (thr.old, thr.new) == (0.55, 0.65)
-    assert "lost in 10 of 12 cases" in thr.why and "raise risk.min_confidence to 0.65" in thr.why
-    assert thr.p_value == pytest.approx(binomial_p_value(2, 12))  # 2 × 79 / 4096 ≈ 0.039
+    assert "lost in 10 of 12 cases" in thr.why and "Raise risk.min_confidence to 0.65" in thr.why
+    assert "won 8 of 10 (mean +1.00%" in thr.why
+    # Fisher, one-sided: 10 hits among 22 signals, at most 2 of them in the band of 12:
+    # [C(10,0)·C(12,12) + C(10,1)·C(12,11) + C(10,2)·C(12,10)] / C(22,12) = 3091 / 646646
+    assert thr.p_value == pytest.approx(3091 / 646646)
     assert thr.strength == "strong"
     # 0.55 → 0.65 is an 18% step, over the default 15% max_step_pct
     assert thr.auto_ok is False and "max_step_pct" in thr.auto_note
     wider = settings_for(tmp_path, PERUN_OPTIMIZATION__MAX_STEP_PCT="20")
     assert auto_allowed(thr, wider) == (True, "within the auto-apply bounds")
+
+
+def test_no_higher_threshold_when_the_signals_above_it_lost_too(tmp_path: Path) -> None:
+    # the band 0.55–0.65 lost 10 of 12, but ≥ 0.65 averaged -0.20% (8 × +0.5, 2 × -3.0):
+    # cutting the band would not leave a strategy that makes money
+    rows = [(0.58, 1.0, TAKEN, "auto")] * 2 + [(0.6, -1.5, TAKEN, "auto")] * 10
+    rows += [(0.7, 0.5, TAKEN, "auto")] * 8 + [(0.7, -3.0, TAKEN, "auto")] * 2
+    sc = summarize_scores(_scores(rows), horizons=(1, 5), primary=5, min_samples=8)
+    assert [s for s in make_suggestions(sc, settings_for(tmp_path)) if s.key] == []
+
+
+def test_overlapping_signals_count_once_in_the_tests(tmp_path: Path) -> None:
+    # the same losing idea on A every cycle for 12 cycles: 12 scored, but their +5
+    # windows overlap; counted once per 5 cycles (1, 6, 11) that is 3 observations
+    prices = [100.0 - i for i in range(20)]
+    points = [pt(i + 1, T0 + timedelta(minutes=15 * i), {"A": p, "B": 50.0})
+              for i, p in enumerate(prices)]
+    signals = [sig(c, c, Action.BUY, prices[c - 1], conf=0.6) for c in range(1, 13)]
+    signals.append(sig(99, 2, Action.BUY, 50.0, symbol="B"))
+    scores = score_signals(signals, points, horizons=(5,))
+    assert independent_ids(scores, "+5") == {"s1", "s6", "s11", "s99"}
+    assert independent_ids(scores, CLOSE) == set()  # the session never closed
+    sc = summarize_scores(scores, horizons=(5,), primary=5, min_samples=3)
+    a = next(g for g in sc.by_symbol if g.group == "A").horizons["+5"]
+    assert (a.n, a.hits, a.independent, a.independent_hits) == (12, 0, 3, 0)
+    assert a.p_value == pytest.approx(2 / 8)  # sign test of 0 of 3, not of 0 of 12
+    assert sc.independent == 4
+    # 3 independent losers are below min_samples = 8: no suggestion from 12 repeats
+    assert make_suggestions(sc, settings_for(tmp_path)) == []
+
+
+def test_fisher_exact_by_hand() -> None:
+    # [[1, 3], [3, 1]]: 4 hits among 8, 4 in group a. P(k hits in a) ∝ C(4,k)·C(4,4-k):
+    # 1, 16, 36, 16, 1 (of 70). Observed k = 1 (16/70).
+    assert fisher_exact_p(1, 4, 3, 4) == pytest.approx(34 / 70)  # all but k = 2
+    assert fisher_exact_p(1, 4, 3, 4, "less") == pytest.approx(17 / 70)  # k ≤ 1
+    assert fisher_exact_p(1, 4, 3, 4, "greater") == pytest.approx(69 / 70)  # k ≥ 1
+    # the audit's case: 7 of 16 right vs 6 of 11. Weights C(13,k)·C(14,16-k) for k = 2..13;
+    # only k = 8 (3,864,861) is more likely than k = 7 (3,435,432); C(27,16) = 13,037,895
+    assert fisher_exact_p(7, 16, 6, 11) == pytest.approx((13_037_895 - 3_864_861) / 13_037_895)
+    assert fisher_exact_p(0, 0, 1, 2) is None
+    with pytest.raises(ValueError):
+        fisher_exact_p(3, 2, 1, 2)
+
+
+def test_calibration_advice_needs_a_real_difference(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    # 0.80–0.90: 1 of 10 right; 0.50–0.60: 9 of 10. Fisher two-sided:
+    # 2 × [C(10,1)·C(10,9) + C(10,0)·C(10,10)] / C(20,10) = 2 × 101 / 184756
+    rows = [(0.85, 1.0, TAKEN, "auto")] + [(0.85, -1.0, TAKEN, "auto")] * 9
+    rows += [(0.55, 1.0, TAKEN, "auto")] * 9 + [(0.55, -1.0, TAKEN, "auto")]
+    sc = summarize_scores(_scores(rows), horizons=(5,), primary=5, min_samples=8)
+    assert sc.calibration_test is not None
+    assert sc.calibration_test.p_value == pytest.approx(202 / 184756)
+    assert sc.calibration.startswith("higher confidence did WORSE")
+    (advice,) = [s for s in make_suggestions(sc, settings) if s.kind == "advice"
+                 and "rank" in s.why]
+    assert advice.p_value == pytest.approx(202 / 184756) and advice.strength == "strong"
+    # the audit's case: 7 of 16 vs 6 of 11 (p ≈ 0.70) is no evidence at all
+    rows = [(0.65, 1.0, TAKEN, "auto")] * 7 + [(0.65, -1.0, TAKEN, "auto")] * 9
+    rows += [(0.55, 1.0, TAKEN, "auto")] * 6 + [(0.55, -1.0, TAKEN, "auto")] * 5
+    sc = summarize_scores(_scores(rows), horizons=(5,), primary=5, min_samples=8)
+    assert sc.calibration.startswith("no clear difference")
+    assert not any("rank" in s.why for s in make_suggestions(sc, settings))
+
+
+def test_dropped_ideas_become_refused_signals() -> None:
+    result = AnalysisResult(
+        analyst="rules",
+        dropped=["A sell: nothing held to sell", "C buy: cooldown"],
+        dropped_ideas=[
+            DroppedIdea(symbol="A", action=Action.SELL, confidence=0.62,
+                        reason="bearish, but nothing held to sell", rationale="downtrend"),
+            DroppedIdea(symbol="C", action=Action.BUY, confidence=0.7, reason="cooldown"),
+        ],
+    )
+    quotes = {"A": Quote(symbol="A", ts=T0, bid=99.9, ask=100.1, last=100.0)}
+    ((signal, move),) = dropped_signals(result, 7, quotes, T0, salt="i1")  # C: no quote
+    assert (signal.symbol, signal.action, signal.confidence, signal.price, signal.cycle) == (
+        "A", Action.SELL, 0.62, 100.0, 7
+    )
+    assert signal.status is SignalStatus.REFUSED and signal.rationale == "downtrend"
+    assert (move.by, move.reason, move.old) == (
+        ANALYST_LIMITS, "bearish, but nothing held to sell", SignalStatus.PROPOSED
+    )
+    points = [pt(7, T0, {"A": 100.0}), pt(8, T0 + timedelta(minutes=15), {"A": 99.0})]
+    (score,) = score_signals([signal], points, {signal.id: [move]}, horizons=(1,))
+    assert score.disposition == NOT_PROPOSED and score.returns["+1"] == pytest.approx(1.0)
 
 
 def test_no_suggestion_without_enough_evidence(tmp_path: Path) -> None:
@@ -204,7 +308,7 @@ def test_symbol_and_override_suggestions(tmp_path: Path) -> None:
     settings = settings_for(tmp_path)
     losers = []
     for i in range(10):
-        s = sig(i, 1, Action.BUY, 100, symbol="MSFT")
+        s = sig(i, 1 + 5 * i, Action.BUY, 100, symbol="MSFT")  # windows do not overlap
         losers.append(SignalScore(s, TAKEN, "auto", {"+5": -1.0 if i < 9 else 1.0}))
     rejected = []
     for i in range(10):
@@ -215,6 +319,8 @@ def test_symbol_and_override_suggestions(tmp_path: Path) -> None:
     drop = found["drop_symbol"]
     assert drop.new == ["AAPL", "NVDA", "SPY"] and drop.restart
     assert "MSFT signals lost in 9 of 10 cases" in drop.why
+    assert drop.p_value == pytest.approx(binomial_p_value(1, 10))  # 2 × 11 / 1024
+    assert drop.strength == "strong"
     mode = found["approval_mode"]
     assert (mode.old, mode.new) == ("manual", "threshold")
     assert "9 would have made money and only 1 would have lost" in mode.why
