@@ -151,8 +151,15 @@ def report_range(
         except ValueError:
             raise ConfigError(f"--{what} {text!r} is not a date; use YYYY-MM-DD") from None
 
-    start = session_bounds(day(since, "since"))[0] if since else None
-    end = session_bounds(day(until, "until"))[1] if until else None
+    first = day(since, "since") if since else None
+    last = day(until, "until") if until else None
+    if first is not None and last is not None and first > last:
+        raise ConfigError(
+            f"--since {first.isoformat()} is after --until {last.isoformat()}: the range is "
+            "empty; give the earlier day first"
+        )
+    start = session_bounds(first)[0] if first else None
+    end = session_bounds(last)[1] if last else None
     return start, end
 
 

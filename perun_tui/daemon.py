@@ -313,6 +313,8 @@ class OrchestrationDaemon:
         for note in await self.execution.reconcile():
             self._log(Level.INFO, f"reconcile: {note}")
         await self.analysis.choose()
+        if self.optimizer is not None:
+            self.optimizer.kick()  # in the background: track records from the first cycles on
         halt = await self.memory.get_state(HALT_KEY)
         if halt:
             self.halt_reason = halt

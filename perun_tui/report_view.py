@@ -19,6 +19,7 @@ from rich.text import Text
 from perun_tui.services.memory import EXCHANGE_TZ
 from perun_tui.services.optimization import PerformanceReport
 from perun_tui.services.scoring import GroupScore, HorizonStats
+from perun_tui.services.suggestions import show_value as _show
 
 # --------------------------------------------------------------------------- formatting
 
@@ -366,20 +367,28 @@ def changes_table(report: PerformanceReport) -> Table | None:
     return table
 
 
-def _show(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, list):
-        return "[" + ", ".join(str(v) for v in value) + "]"
-    return str(value)
+def empty_text(report: PerformanceReport) -> Text:
+    """Why there is nothing to report: no history at all, or none in the asked range."""
+    if (report.since is None and report.until is None) or report.stored_from is None:
+        return Text("No history yet: run some cycles first (`perun run --headless --cycles 5`).")
+    first = report.since.astimezone(EXCHANGE_TZ).date().isoformat() if report.since else "…"
+    # ``until`` is the exclusive end: midnight after the last day asked for
+    last = (
+        (report.until - timedelta(microseconds=1)).astimezone(EXCHANGE_TZ).date().isoformat()
+        if report.until
+        else "…"
+    )
+    asked = f"{first} to {last}, New York days"
+    return Text(
+        f"No cycles ran in the range asked ({asked}). The stored {report.mode} history runs "
+        f"from {when(report.stored_from)} to {when(report.stored_until)}."
+    )
 
 
 def render_report(report: PerformanceReport, *, width: int = 100) -> Group:
     """Every part of the report, in reading order."""
     if report.empty:
-        return Group(
-            Text("No history yet: run some cycles first (`perun run --headless --cycles 5`).")
-        )
+        return Group(empty_text(report))
     parts: list[RenderableType] = [
         metrics_table(report),
         Text("Equity vs benchmark", style="bold"),

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from itertools import pairwise
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from perun_tui.features import compute_features
 from perun_tui.llm.rules import RulesAnalyst
@@ -32,17 +32,14 @@ from perun_tui.services.performance import (
     sharpe_ratio,
     typical_spacing_minutes,
 )
+from perun_tui.services.report_model import ReportModel
 
 WINDOW = 60  # bars of history the replayed rule sees, like trading.history_bars
 WARMUP = 20  # samples before the first decision (the slow moving average)
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-class _Out(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ReplayRun(_Out):
+class ReplayRun(ReportModel):
     step: int  # every k-th stored cycle
     frequency_minutes: float | None
     decisions: int = 0  # samples where the rule was asked
@@ -54,7 +51,7 @@ class ReplayRun(_Out):
     noise_pct: float | None = None  # σ of per-step returns × √steps: ≈ one standard error
 
 
-class ObservedRun(_Out):
+class ObservedRun(ReportModel):
     frequency_minutes: float
     cycles: int
     mean_return_pct: float  # per cycle
@@ -62,7 +59,7 @@ class ObservedRun(_Out):
     sharpe: float | None
 
 
-class FrequencyAnalysis(_Out):
+class FrequencyAnalysis(ReportModel):
     base_minutes: float | None = None
     replays: list[ReplayRun] = Field(default_factory=list)
     observed: list[ObservedRun] = Field(default_factory=list)

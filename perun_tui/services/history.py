@@ -198,6 +198,21 @@ def read_history(
     return History(points, signals, transitions, fills, since, until)
 
 
+def snapshot_span(path: Path | str) -> tuple[datetime | None, datetime | None]:
+    """The first and last stored snapshot times (None, None: nothing stored). Blocking."""
+    db = Path(path)
+    if not db.exists():
+        return None, None
+    conn = _connect(db)
+    try:
+        row = conn.execute("SELECT min(at), max(at) FROM snapshots").fetchone()
+    finally:
+        conn.close()
+    if row is None or row[0] is None:
+        return None, None
+    return datetime.fromisoformat(row[0]), datetime.fromisoformat(row[1])
+
+
 async def load_history(
     path: Path | str, *, since: datetime | None = None, until: datetime | None = None
 ) -> History:

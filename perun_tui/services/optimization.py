@@ -5,7 +5,8 @@ fill metrics), ``scoring`` (signals vs outcomes), ``frequency`` (replay at other
 frequencies) and ``suggestions`` (changes with evidence, applied and reverted). This
 module puts them together:
 
-* ``compute_metrics(...)`` — the quick numbers the daemon publishes every N cycles;
+* ``compute_metrics(...)`` — the quick since-inception numbers the daemon publishes every
+  N cycles, made with the same functions as the report (trades, drawdown);
 * ``performance_report(memory, settings)`` — the full ``PerformanceReport`` that both
   ``perun report`` and the TUI's performance screen render;
 * ``Optimizer`` — the daemon's periodic run: the report in a worker thread, then (with
@@ -21,16 +22,21 @@ import logging
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from perun_tui.bus import EventBus
 from perun_tui.config import Settings
 from perun_tui.events import Event, Level, ScheduleUpdated
 from perun_tui.models import Fill, PerformanceMetrics, Position
 from perun_tui.services.frequency import FrequencyAnalysis, analyze_frequency
-from perun_tui.services.history import History, load_history, read_history, session_bounds
+from perun_tui.services.history import (
+    History,
+    load_history,
+    read_history,
+    session_bounds,
+    snapshot_span,
+)
 from perun_tui.services.memory import EXCHANGE_TZ, Memory
 from perun_tui.services.notification import NotificationService
 from perun_tui.services.performance import (
@@ -44,9 +50,10 @@ from perun_tui.services.performance import (
     TradeStats,
     analyze_performance,
     closed_trades,
-    max_drawdown_pct,
+    deepest_fall,
     trade_stats,
 )
+from perun_tui.services.report_model import ReportModel
 from perun_tui.services.scoring import (
     SignalScoring,
     TrackRecord,
@@ -74,11 +81,6 @@ SUMMARY_KEY = "notify.last_daily_summary"
 # --------------------------------------------------------------------------- quick metrics
 
 
-def realized_trades(fills: Iterable[Fill]) -> list[float]:
-    """P&L of every position-reducing fill, in fill order, by average cost."""
-    return [t.pnl for t in closed_trades(fills)]
-
-
 def compute_metrics(
     *,
     at: datetime,
@@ -88,19 +90,20 @@ def compute_metrics(
     fills: Iterable[Fill],
     equity_curve: Iterable[float],
 ) -> PerformanceMetrics:
-    trades = realized_trades(fills)
-    wins = sum(1 for t in trades if t > 0)
-    stats = trade_stats(trades)
+    """Since inception: every fill by average cost, the broker's open positions, and the
+    drawdown of the stored equity curve up to ``equity`` now."""
+    stats = trade_stats([t.pnl for t in closed_trades(fills)])
+    fall = deepest_fall([*equity_curve, equity])
     return PerformanceMetrics(
         at=at,
         equity=equity,
         cash=cash,
-        realized_pl=sum(trades),
+        realized_pl=stats.gross_win - stats.gross_loss,
         unrealized_pl=sum(p.unrealized_pl for p in positions),
-        trades=len(trades),
-        wins=wins,
-        win_rate=wins / len(trades) if trades else 0.0,
-        max_drawdown_pct=max_drawdown_pct([*list(equity_curve), equity]),
+        trades=stats.trades,
+        wins=stats.wins,
+        win_rate=stats.win_rate or 0.0,
+        max_drawdown_pct=fall[2] if fall else 0.0,
         extra={"profit_factor": stats.profit_factor, "expectancy": stats.expectancy},
     )
 
@@ -108,10 +111,8 @@ def compute_metrics(
 # --------------------------------------------------------------------------- the report
 
 
-class PerformanceReport(BaseModel):
+class PerformanceReport(ReportModel):
     """Everything ``perun report`` and the performance screen show, as one value."""
-
-    model_config = ConfigDict(extra="forbid")
 
     mode: str
     generated_at: datetime
@@ -131,36 +132,13 @@ class PerformanceReport(BaseModel):
     suggestions: list[Suggestion] = Field(default_factory=list)
     changes: list[ParameterChange] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    # when the range holds no cycle: the span of everything stored, to say so plainly
+    stored_from: datetime | None = None
+    stored_until: datetime | None = None
 
     @property
     def empty(self) -> bool:
         return self.period.snapshots == 0
-
-    def to_metrics(self) -> PerformanceMetrics:
-        """The headline numbers as the ``PerformanceUpdated`` event's payload."""
-        r, t = self.returns, self.trades
-        return PerformanceMetrics(
-            at=self.generated_at,
-            equity=r.end_equity,
-            cash=0.0,
-            realized_pl=r.realized_pl,
-            unrealized_pl=r.unrealized_pl,
-            trades=t.trades,
-            wins=t.wins,
-            win_rate=t.win_rate or 0.0,
-            max_drawdown_pct=self.drawdown.max_drawdown_pct,
-            extra={
-                "total_return_pct": r.total_return_pct,
-                "benchmark_return_pct": r.benchmark_return_pct,
-                "sharpe": self.risk.sharpe,
-                "sortino": self.risk.sortino,
-                "profit_factor": t.profit_factor,
-                "hit_rate": self.scoring.overall.horizons[self.scoring.primary].hit_rate
-                if self.scoring.primary in self.scoring.overall.horizons
-                else None,
-                "suggestions": len(self.suggestions),
-            },
-        )
 
 
 def build_report(
@@ -178,7 +156,6 @@ def build_report(
     core = analyze_performance(
         history.points,
         history.fills,
-        since=history.since,
         universe=[s for s in universe if history.points and s in history.points[0].prices]
         or None,
         max_curve_points=max_curve_points,
@@ -274,7 +251,7 @@ async def performance_report(
     history = await load_history(memory.path, since=since, until=until)
     changes = await load_changes(memory)
     dismissed = await load_dismissed(memory)
-    return await asyncio.to_thread(
+    report = await asyncio.to_thread(
         build_report,
         history,
         settings,
@@ -282,6 +259,11 @@ async def performance_report(
         dismissed=dismissed,
         max_curve_points=max_curve_points,
     )
+    if report.empty:
+        report.stored_from, report.stored_until = await asyncio.to_thread(
+            snapshot_span, memory.path
+        )
+    return report
 
 
 # --------------------------------------------------------------------------- the daemon's step
@@ -304,6 +286,7 @@ class Optimizer:
         self.settings_path = settings_path
         self.last_report: PerformanceReport | None = None
         self.last_error: str | None = None
+        self.runs = 0  # started so far (the daemon kicks one at start, then every N cycles)
         self._task: asyncio.Task[PerformanceReport | None] | None = None
 
     def kick(self) -> asyncio.Task[PerformanceReport | None]:
@@ -323,6 +306,7 @@ class Optimizer:
                 await task
 
     async def run(self) -> PerformanceReport | None:
+        self.runs += 1
         try:
             report = await performance_report(self.memory, self.settings)
         except Exception as exc:
@@ -553,7 +537,3 @@ class DailySummary:
         """Wait for summaries in flight (tests, shutdown)."""
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-
-def report_json(report: PerformanceReport) -> dict[str, Any]:
-    return report.model_dump(mode="json")

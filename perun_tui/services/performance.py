@@ -2,13 +2,20 @@
 
 Conventions, stated once so every number can be checked by hand:
 
+* **The period** runs from its first snapshot to its last. Positions held at the first
+  snapshot are *marked* at its prices: over the period they count as if bought there.
+  So realized + unrealized P&L = end − start equity for any date range (no fees are
+  modelled beyond the fill prices), whether or not the range starts at the beginning.
 * **Realized P&L** uses average cost per symbol (what brokers report as
-  ``avg_entry_price``). A *closed trade* is a fill that reduces a position; its P&L is
-  ``(exit - average cost) × closed qty`` (sign flipped for shorts).
-* **Returns** are simple returns between consecutive snapshots (one per cycle). Sharpe
-  and Sortino are computed on those per-cycle returns with a zero risk-free rate and
-  annualized by ``√(252 × cycles per session)``, where cycles per session is the median
-  number of snapshots per trading day in the data; the report states both numbers.
+  ``avg_entry_price``), starting from those marks. A *closed trade* is a fill that
+  reduces a position; its P&L is ``(exit - average cost) × closed qty`` (sign flipped for
+  shorts). **Unrealized** is the open positions at the last snapshot against that cost.
+* **Sharpe and Sortino** use daily returns: the equity at the last snapshot of each
+  session against the one before (the first session against the period's start),
+  annualized by ``√252``, risk-free rate 0. Per-cycle returns would mix 15-minute moves
+  with overnight gaps under one annualization factor. With a single session there is no
+  daily return to speak of, and the per-cycle returns of that session are used, annualized
+  by ``√(252 × cycles per session)``; the report states which basis it used.
   Sortino's downside deviation is ``√(mean(min(r, 0)²))`` over all periods.
 * **Benchmark**: equal-weight buy-and-hold of the universe — the same money split
   equally across the symbols quoted in the first snapshot, bought at those quotes and
@@ -21,21 +28,18 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from perun_tui.models import Fill, Side
 from perun_tui.services.history import Point
+from perun_tui.services.report_model import ReportModel
 
 TRADING_DAYS = 252
-
-
-class _Out(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 # --------------------------------------------------------------------------- trades
@@ -52,10 +56,28 @@ class ClosedTrade:
     long: bool
 
 
-def closed_trades(fills: Iterable[Fill]) -> list[ClosedTrade]:
+@dataclass(frozen=True, slots=True)
+class Lot:
+    """A position as the P&L arithmetic sees it: signed quantity at an average cost."""
+
+    qty: float
+    avg: float
+
+
+def closed_trades(
+    fills: Iterable[Fill], opening: Mapping[str, Lot] | None = None
+) -> list[ClosedTrade]:
     """Every position-reducing fill as a trade, by average cost, in fill order."""
-    qty: dict[str, float] = {}
-    avg: dict[str, float] = {}
+    return replay_fills(fills, opening)[0]
+
+
+def replay_fills(
+    fills: Iterable[Fill], opening: Mapping[str, Lot] | None = None
+) -> tuple[list[ClosedTrade], dict[str, Lot]]:
+    """Apply ``fills`` in time order to the ``opening`` positions (none: flat): the
+    closed trades, and the positions left (``qty`` 0 once closed)."""
+    qty: dict[str, float] = {s: lot.qty for s, lot in (opening or {}).items()}
+    avg: dict[str, float] = {s: lot.avg for s, lot in (opening or {}).items()}
     out: list[ClosedTrade] = []
     for f in sorted(fills, key=lambda f: f.ts):
         held = qty.get(f.symbol, 0.0)
@@ -81,10 +103,36 @@ def closed_trades(fills: Iterable[Fill]) -> list[ClosedTrade]:
         else:
             qty[f.symbol] = rest  # flipped: the remainder opens at this fill's price
             avg[f.symbol] = f.price
+    return out, {s: Lot(q, avg.get(s, 0.0)) for s, q in qty.items()}
+
+
+def period_book(
+    points: Sequence[Point], fills: Iterable[Fill]
+) -> tuple[list[Fill], list[ClosedTrade], dict[str, Lot]]:
+    """The period's own P&L book: the fills after its first snapshot up to its last, the
+    trades they closed and the positions left — starting from the positions held at the
+    first snapshot, marked at that snapshot's prices (see the module doc)."""
+    if not points:
+        return [], [], {}
+    start, end = points[0], points[-1]
+    inside = sorted((f for f in fills if start.at < f.ts <= end.at), key=lambda f: f.ts)
+    opening = {s: Lot(h.qty, h.market_price) for s, h in start.holdings.items()}
+    trades, book = replay_fills(inside, opening)
+    return inside, trades, book
+
+
+def unrealized(end: Point, book: Mapping[str, Lot]) -> dict[str, float]:
+    """Open positions at ``end`` against the period's cost (the book's average cost, or
+    the broker's when the book does not know the position, e.g. a fill not stored)."""
+    out: dict[str, float] = {}
+    for sym, h in end.holdings.items():
+        lot = book.get(sym)
+        cost = lot.avg if lot is not None and abs(lot.qty - h.qty) < 1e-9 else h.avg_price
+        out[sym] = (h.market_price - cost) * h.qty
     return out
 
 
-class TradeStats(_Out):
+class TradeStats(ReportModel):
     trades: int = 0
     wins: int = 0
     losses: int = 0
@@ -151,7 +199,7 @@ def sortino_ratio(returns: Sequence[float], periods_per_year: float) -> float | 
     return statistics.fmean(returns) / downside * math.sqrt(periods_per_year)
 
 
-class Drawdown(_Out):
+class Drawdown(ReportModel):
     max_drawdown_pct: float = 0.0
     max_drawdown_abs: float = 0.0
     peak_at: datetime | None = None
@@ -162,52 +210,43 @@ class Drawdown(_Out):
     duration: timedelta | None = None  # peak → recovery, or peak → end when not recovered
 
 
-def max_drawdown(curve: Sequence[tuple[datetime, float]]) -> Drawdown:
-    """The deepest peak-to-trough fall (in %) of the curve, with its dates."""
-    if not curve:
-        return Drawdown()
-    peak_at, peak = curve[0]
-    best = Drawdown()
-    best_peak_index = -1
+def deepest_fall(values: Sequence[float]) -> tuple[int, int, float] | None:
+    """(peak index, trough index, fall in %) of the deepest fall from a running peak;
+    None when the values never fall. The one drawdown algorithm: the report dates it
+    (``max_drawdown``), the daemon's quick metrics use the percentage."""
+    best: tuple[int, int, float] | None = None
     peak_index = 0
-    for i, (at, value) in enumerate(curve):
+    for i, value in enumerate(values):
+        peak = values[peak_index]
         if value > peak:
-            peak, peak_at, peak_index = value, at, i
+            peak_index = i
             continue
         if peak <= 0:
             continue
         depth = (peak - value) / peak * 100
-        if depth > best.max_drawdown_pct:
-            best = Drawdown(
-                max_drawdown_pct=depth,
-                max_drawdown_abs=peak - value,
-                peak_at=peak_at,
-                peak_equity=peak,
-                trough_at=at,
-                trough_equity=value,
-            )
-            best_peak_index = peak_index
-    if best.peak_at is None:
-        return best
-    assert best.peak_equity is not None and best.trough_at is not None
-    for at, value in curve[best_peak_index + 1 :]:
-        if at > best.trough_at and value >= best.peak_equity:
-            best.recovered_at = at
-            break
-    end = best.recovered_at or curve[-1][0]
-    best.duration = end - best.peak_at
+        if depth > 0 and (best is None or depth > best[2]):
+            best = (peak_index, i, depth)
     return best
 
 
-def max_drawdown_pct(curve: Iterable[float]) -> float:
-    """The deepest fall from a running peak, in % (no dates)."""
-    peak = 0.0
-    worst = 0.0
-    for value in curve:
-        peak = max(peak, value)
-        if peak > 0:
-            worst = max(worst, (peak - value) / peak * 100)
-    return worst
+def max_drawdown(curve: Sequence[tuple[datetime, float]]) -> Drawdown:
+    """The deepest peak-to-trough fall (in %) of the curve, with its dates."""
+    found = deepest_fall([v for _, v in curve])
+    if found is None:
+        return Drawdown()
+    p, t, depth = found
+    (peak_at, peak), (trough_at, trough) = curve[p], curve[t]
+    recovered = next((at for at, v in curve[t + 1 :] if v >= peak), None)
+    return Drawdown(
+        max_drawdown_pct=depth,
+        max_drawdown_abs=peak - trough,
+        peak_at=peak_at,
+        peak_equity=peak,
+        trough_at=trough_at,
+        trough_equity=trough,
+        recovered_at=recovered,
+        duration=(recovered or curve[-1][0]) - peak_at,
+    )
 
 
 def equal_weight_index(
@@ -257,29 +296,30 @@ def typical_spacing_minutes(points: Sequence[Point]) -> float | None:
 # --------------------------------------------------------------------------- report parts
 
 
-class Returns(_Out):
+class Returns(ReportModel):
     start_equity: float = 0.0
     end_equity: float = 0.0
     total_pl: float = 0.0  # end - start equity
-    realized_pl: float = 0.0  # closed trades in the period
-    unrealized_pl: float = 0.0  # open positions at the end
+    realized_pl: float = 0.0  # closed trades in the period (positions marked at its start)
+    unrealized_pl: float = 0.0  # open positions at the end, against the same cost
     total_return_pct: float = 0.0
     benchmark_return_pct: float | None = None
     excess_return_pct: float | None = None  # strategy minus benchmark, in points
     benchmark: str = "equal-weight buy-and-hold of the universe"
 
 
-class RiskAdjusted(_Out):
+class RiskAdjusted(ReportModel):
     sharpe: float | None = None
     sortino: float | None = None
     benchmark_sharpe: float | None = None
-    volatility_pct: float | None = None  # annualized, of per-cycle returns
+    volatility_pct: float | None = None  # annualized, of the same returns
     periods: int = 0  # returns used
     periods_per_year: float = 0.0
+    period: str = ""  # "daily" or "per-cycle" (a single session)
     basis: str = ""  # the period used, in words
 
 
-class Activity(_Out):
+class Activity(ReportModel):
     fills: int = 0
     buys: int = 0
     sells: int = 0
@@ -292,7 +332,7 @@ class Activity(_Out):
     time_in_market_pct: float = 0.0  # share of snapshots holding any position
 
 
-class SymbolPerformance(_Out):
+class SymbolPerformance(ReportModel):
     symbol: str
     fills: int = 0
     traded_notional: float = 0.0
@@ -307,13 +347,13 @@ class SymbolPerformance(_Out):
     mean_return_pct: float | None = None
 
 
-class CurvePoint(_Out):
+class CurvePoint(ReportModel):
     at: datetime
     equity: float
     benchmark: float | None = None
 
 
-class Period(_Out):
+class Period(ReportModel):
     start: datetime | None = None
     end: datetime | None = None
     first_cycle: int | None = None
@@ -324,7 +364,7 @@ class Period(_Out):
     frequency_minutes: float | None = None  # median spacing of snapshots within a session
 
 
-class PerformanceCore(_Out):
+class PerformanceCore(ReportModel):
     """Everything computed from the equity curve and fills (no signal scoring)."""
 
     period: Period = Field(default_factory=Period)
@@ -346,22 +386,65 @@ def downsample(items: Sequence[CurvePoint], max_points: int) -> list[CurvePoint]
     return [items[round(i * step)] for i in range(max_points)]
 
 
+def session_closes(points: Sequence[Point]) -> list[int]:
+    """Index of the last snapshot of every session in ``points``."""
+    last = len(points) - 1
+    return [i for i, p in enumerate(points) if i == last or points[i + 1].session != p.session]
+
+
+def risk_adjusted(points: Sequence[Point], index: Sequence[float] | None) -> RiskAdjusted:
+    """Sharpe, Sortino and volatility on daily returns (one session: per-cycle returns),
+    for the strategy and, when ``index`` is given, the benchmark (see the module doc)."""
+    closes = [i for i in session_closes(points) if i > 0]
+    sessions = len({p.session for p in points})
+    if sessions >= 2:
+        marks = [0, *closes]
+        ppy: float = TRADING_DAYS
+        period = "daily"
+        basis = (
+            f"{len(marks) - 1} daily returns (equity at each session's last cycle, the first "
+            "against the period's start), annualized by √252, risk-free rate 0"
+        )
+    else:
+        marks = list(range(len(points)))
+        per_session = cycles_per_session(points)
+        ppy = TRADING_DAYS * per_session
+        period = "per-cycle"
+        spacing = typical_spacing_minutes(points)
+        every = f" ({spacing:g}-minute)" if spacing else ""
+        basis = (
+            f"one session only: {len(marks) - 1} per-cycle{every} returns, annualized by "
+            f"√(252 × {per_session:g} cycles/session), risk-free rate 0"
+        )
+    rets = simple_returns([points[i].equity for i in marks])
+    bench = simple_returns([index[i] for i in marks]) if index else None
+    return RiskAdjusted(
+        sharpe=sharpe_ratio(rets, ppy),
+        sortino=sortino_ratio(rets, ppy),
+        benchmark_sharpe=sharpe_ratio(bench, ppy) if bench is not None else None,
+        volatility_pct=statistics.stdev(rets) * math.sqrt(ppy) * 100 if len(rets) >= 2 else None,
+        periods=len(rets),
+        periods_per_year=ppy,
+        period=period,
+        basis=basis,
+    )
+
+
 def analyze_performance(
     points: Sequence[Point],
     fills_all: Sequence[Fill],
     *,
-    since: datetime | None = None,
     universe: Sequence[str] | None = None,
     max_curve_points: int = 400,
 ) -> PerformanceCore:
-    """Every equity/fill metric of the report. ``fills_all`` may start before ``since``
-    (their cost basis matters); only fills from ``since`` to the last snapshot count."""
+    """Every equity/fill metric of the report, over the span of ``points``. ``fills_all``
+    may hold fills from before it (they are ignored: positions held at the first snapshot
+    are marked at its prices) and after it (they belong to the next period)."""
     out = PerformanceCore()
     if not points:
         return out
     start, end = points[0], points[-1]
-    # the period is the span of the snapshots: fills after the last one belong to the next
-    fills = [f for f in fills_all if (since is None or f.ts >= since) and f.ts <= end.at]
+    fills, trades, book = period_book(points, fills_all)
     per_session = cycles_per_session(points)
     sessions = len({p.session for p in points})
     out.period = Period(
@@ -378,9 +461,7 @@ def analyze_performance(
     # returns and benchmark
     symbols = [s for s in (universe or start.prices) if s in start.prices]
     index = equal_weight_index(points, symbols)
-    trades_all = closed_trades(fills_all)
-    trades = [t for t in trades_all if (since is None or t.at >= since) and t.at <= end.at]
-    unrealized = sum(h.unrealized_pl for h in end.holdings.values())
+    open_pl = unrealized(end, book)
     bench_ret = (index[-1] - 1.0) * 100 if symbols else None
     total_ret = (end.equity / start.equity - 1.0) * 100 if start.equity > 0 else 0.0
     out.returns = Returns(
@@ -388,35 +469,15 @@ def analyze_performance(
         end_equity=end.equity,
         total_pl=end.equity - start.equity,
         realized_pl=sum(t.pnl for t in trades),
-        unrealized_pl=unrealized,
+        unrealized_pl=sum(open_pl.values()),
         total_return_pct=total_ret,
         benchmark_return_pct=bench_ret,
         excess_return_pct=None if bench_ret is None else total_ret - bench_ret,
     )
-
-    # risk-adjusted
-    equity = [p.equity for p in points]
-    rets = simple_returns(equity)
-    ppy = TRADING_DAYS * per_session
-    spacing = out.period.frequency_minutes
-    every = f"{spacing:g}-minute " if spacing else ""
-    out.risk = RiskAdjusted(
-        sharpe=sharpe_ratio(rets, ppy),
-        sortino=sortino_ratio(rets, ppy),
-        benchmark_sharpe=sharpe_ratio(simple_returns(index), ppy) if symbols else None,
-        volatility_pct=(
-            statistics.stdev(rets) * math.sqrt(ppy) * 100 if len(rets) >= 2 else None
-        ),
-        periods=len(rets),
-        periods_per_year=ppy,
-        basis=(
-            f"{len(rets)} per-cycle ({every}snapshot-to-snapshot) returns over {sessions} "
-            f"session(s), annualized by √(252 × {per_session:g} cycles/session), "
-            "risk-free rate 0"
-        ),
-    )
+    out.risk = risk_adjusted(points, index if symbols else None)
     out.drawdown = max_drawdown([(p.at, p.equity) for p in points])
     out.trades = trade_stats([t.pnl for t in trades])
+    equity = [p.equity for p in points]
 
     # activity
     traded = sum(f.qty * f.price for f in fills)
@@ -450,7 +511,7 @@ def analyze_performance(
                 fills=len(sym_fills),
                 traded_notional=sum(f.qty * f.price for f in sym_fills),
                 realized_pl=sum(sym_trades),
-                unrealized_pl=holding.unrealized_pl if holding else 0.0,
+                unrealized_pl=open_pl.get(sym, 0.0),
                 position_qty=holding.qty if holding else 0.0,
                 trades=stats.trades,
                 win_rate=stats.win_rate,

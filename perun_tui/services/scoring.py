@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from perun_tui.llm.base import AnalysisResult
 from perun_tui.models import (
@@ -43,6 +43,7 @@ from perun_tui.models import (
 )
 from perun_tui.services.history import Point
 from perun_tui.services.memory import EXCHANGE_TZ
+from perun_tui.services.report_model import ReportModel
 
 CLOSE = "close"
 CONFIDENCE_EDGES: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -57,10 +58,6 @@ FAILED = "failed/canceled"
 OPEN = "still open"
 
 ANALYST_LIMITS = "analyst limits"  # who refused an idea the analyst did not propose
-
-
-class _Out(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 def horizon_label(h: int | str) -> str:
@@ -104,7 +101,7 @@ def fisher_exact_p(
     return min(1.0, tail / whole)
 
 
-class HorizonStats(_Out):
+class HorizonStats(ReportModel):
     n: int = 0
     hits: int = 0
     hit_rate: float | None = None
@@ -139,13 +136,13 @@ def horizon_stats(returns: Iterable[float | tuple[float | None, bool] | None]) -
     )
 
 
-class GroupScore(_Out):
+class GroupScore(ReportModel):
     group: str
     signals: int
     horizons: dict[str, HorizonStats] = Field(default_factory=dict)
 
 
-class ThresholdRow(_Out):
+class ThresholdRow(ReportModel):
     """At the primary horizon: signals below vs at-or-above a confidence threshold."""
 
     threshold: float
@@ -153,7 +150,7 @@ class ThresholdRow(_Out):
     above: HorizonStats
 
 
-class Band(_Out):
+class Band(ReportModel):
     """Signals with confidence in [lo, lo + 0.01) at the primary horizon (sums, to add up)."""
 
     lo: float
@@ -232,7 +229,7 @@ def independent_ids(scores: Sequence[SignalScore], horizon: str) -> set[str]:
     return out
 
 
-class Overrides(_Out):
+class Overrides(ReportModel):
     """Where a person decided instead of the model, and who was right."""
 
     rejected: int = 0  # pending signals a person rejected
@@ -251,7 +248,7 @@ class Overrides(_Out):
         return self.person_right / self.rejected_scored if self.rejected_scored else None
 
 
-class Comparison(_Out):
+class Comparison(ReportModel):
     """Two groups' hit rates at one horizon, compared with Fisher's exact test on their
     independent signals."""
 
@@ -262,7 +259,7 @@ class Comparison(_Out):
     p_value: float | None
 
 
-class SignalScoring(_Out):
+class SignalScoring(ReportModel):
     horizons: list[str] = Field(default_factory=list)
     primary: str = ""
     signals: int = 0  # buy/sell signals in the period
@@ -561,7 +558,7 @@ def summarize_scores(
     )
 
 
-class TrackRecord(_Out):
+class TrackRecord(ReportModel):
     """One symbol's scored history, compact enough for the analyst's context."""
 
     symbol: str

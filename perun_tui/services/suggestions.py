@@ -31,10 +31,11 @@ from typing import Any, Literal
 
 import tomlkit
 import tomlkit.exceptions
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from perun_tui.config import LEGACY_ENV, OptimizationSettings, Settings, user_config_file
 from perun_tui.services.memory import Memory
+from perun_tui.services.report_model import ReportModel
 from perun_tui.services.scoring import (
     HorizonStats,
     SignalScoring,
@@ -50,11 +51,7 @@ RESTART_KEYS = frozenset({"trading.symbols"})  # copied at start-up by the daemo
 Strength = Literal["strong", "moderate", "weak"]
 
 
-class _Out(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Suggestion(_Out):
+class Suggestion(ReportModel):
     id: str
     kind: str
     key: str | None = None  # None: advice without a single setting to change
@@ -75,10 +72,10 @@ class Suggestion(_Out):
     def describe(self) -> str:
         if self.key is None:
             return self.why
-        return f"{self.key}: {_show(self.old)} → {_show(self.new)} — {self.why}"
+        return f"{self.key}: {show_value(self.old)} → {show_value(self.new)} — {self.why}"
 
 
-class ParameterChange(_Out):
+class ParameterChange(ReportModel):
     id: str
     suggestion_id: str | None = None
     key: str
@@ -112,11 +109,12 @@ class SuggestionError(ValueError):
     """The suggestion cannot be applied (stale, invalid value, ...); the message says why."""
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
+    """A setting's value as the report, the screen and the messages show it."""
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, list):
-        return ", ".join(str(v) for v in value)
+        return "[" + ", ".join(str(v) for v in value) + "]"
     return str(value)
 
 
@@ -538,7 +536,7 @@ def _set_live(settings: Settings, key: str, value: Any) -> None:
         setattr(part, name, value)  # validate_assignment: bounds are checked here
     except ValidationError as exc:
         msg = exc.errors()[0]["msg"] if exc.errors() else str(exc)
-        raise SuggestionError(f"{key} = {_show(value)} is not allowed: {msg}") from None
+        raise SuggestionError(f"{key} = {show_value(value)} is not allowed: {msg}") from None
 
 
 async def _change(
@@ -556,8 +554,8 @@ async def _change(
     current = get_value(settings, key)
     if current != expect:
         raise SuggestionError(
-            f"{key} is now {_show(current)}, not {_show(expect)}: the suggestion is out of "
-            "date (run the analysis again)"
+            f"{key} is now {show_value(current)}, not {show_value(expect)}: the suggestion is "
+            "out of date (run the analysis again)"
         )
     path = Path(settings_path) if settings_path is not None else settings_file(settings)
     created = not path.exists()

@@ -152,7 +152,7 @@ async def test_report_prints_tables_and_json(
         "period", "returns", "risk", "drawdown", "trades", "activity", "symbols", "curve",
         "scoring", "frequency", "suggestions", "changes", "notes",
     }
-    assert data["risk"]["basis"].startswith("3 per-cycle")
+    assert data["risk"]["basis"].startswith("one session only: 3 per-cycle")
 
 
 async def test_no_history(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -313,6 +313,27 @@ async def test_optimizer_auto_applies_within_bounds_and_reverts(tmp_path: Path) 
             await optimizer.apply(again.id)
 
 
+async def test_the_daemon_runs_the_optimizer_at_start(tmp_path: Path) -> None:
+    """Track records reach the analyst from the first cycles, not only after
+    optimization.every_cycles cycles."""
+    settings = settings_for(tmp_path, PERUN_OPTIMIZATION__EVERY_CYCLES="1000")
+    await rising_market_with_bad_sells(settings)  # history from an earlier run
+    runtime = await build_runtime(settings, every_s=0.01, max_cycles=2, quote_interval_s=0.05)
+    try:
+        await asyncio.wait_for(runtime.daemon.run(), 60)
+        optimizer = runtime.optimizer
+        for _ in range(600):  # bounded: the report runs in a worker thread
+            if optimizer.last_report is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert optimizer.runs == 1  # the start's run; no cycle reached every_cycles
+        assert optimizer.track_note(["A"]).startswith(
+            "your past signals scored at +5 cycles: A 45% of 22 right"
+        )
+    finally:
+        await runtime.close()
+
+
 async def test_perun_apply_without_a_config_file_writes_the_user_config(
     tmp_path: Path,
 ) -> None:
@@ -351,17 +372,48 @@ async def test_perun_apply_without_a_config_file_writes_the_user_config(
     assert change.state == "reverted"
 
 
-async def test_date_range_keeps_the_cost_basis_of_earlier_fills(tmp_path: Path) -> None:
+async def test_a_date_range_marks_positions_at_its_start(tmp_path: Path) -> None:
     settings = settings_for(tmp_path)
     await fill_by_hand(settings)
     async with await Memory.open(settings.database_path()) as memory:
         report = await performance_report(memory, settings, since=T0 + timedelta(minutes=20))
     assert report.period.snapshots == 2  # 10:00 and 10:15
-    assert report.returns.start_equity == 10_200
+    r = report.returns
+    assert (r.start_equity, r.end_equity, r.total_pl) == (10_200, 10_150, -50)
     assert report.activity.fills == 1  # the sell; the buy before the range is not activity
-    assert report.returns.realized_pl == pytest.approx(100.0)  # ... but it is the cost basis
+    # the 10 A held at 10:00 count as bought there at 120: the sell of 5 @ 120 made 0 and
+    # the 5 left lost (110 - 120) × 5 — together the range's equity change
+    assert r.realized_pl == pytest.approx(0.0)
+    assert r.unrealized_pl == pytest.approx(-50.0)
+    assert r.realized_pl + r.unrealized_pl == pytest.approx(r.total_pl)
     start, end = report_range("2026-03-02", "2026-03-02")
     assert start == datetime(2026, 3, 2, 5, 0, tzinfo=UTC)  # midnight New York (EST)
     assert end == datetime(2026, 3, 3, 5, 0, tzinfo=UTC)
     with pytest.raises(ConfigError, match="YYYY-MM-DD"):
         report_range("yesterday", None)
+
+
+async def test_an_empty_or_reversed_range_says_so(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    await fill_by_hand(settings)
+    with pytest.raises(ConfigError, match="--since 2026-03-05 is after --until 2026-03-02"):
+        report_range("2026-03-05", "2026-03-02")
+    since, until = report_range("2026-03-09", "2026-03-10")
+    console = Console(record=True, width=200)
+    assert await run_report(settings, as_json=False, console=console, since=since,
+                            until=until) == 0
+    assert console.export_text().strip() == (
+        "No cycles ran in the range asked (2026-03-09 to 2026-03-10, New York days). "
+        "The stored sim history runs from 2026-03-02 09:30 ET to 2026-03-02 10:15 ET."
+    )
+
+
+def test_cli_rejects_a_reversed_range(tmp_path: Path) -> None:
+    env = {**os.environ, "PERUN_STORAGE__PATH": str(tmp_path / "data")}
+    out = subprocess.run(
+        [sys.executable, "-m", "perun_tui.cli", "report", "--since", "2026-03-05",
+         "--until", "2026-03-02"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
+    )
+    assert out.returncode == 2
+    assert "--since 2026-03-05 is after --until 2026-03-02" in out.stderr

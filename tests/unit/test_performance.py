@@ -10,7 +10,7 @@ import pytest
 from perun_tui.models import Fill, Position, Side
 from perun_tui.services.frequency import analyze_frequency, observed_runs, replay
 from perun_tui.services.history import Holding, Point
-from perun_tui.services.optimization import compute_metrics, realized_trades
+from perun_tui.services.optimization import compute_metrics
 from perun_tui.services.performance import (
     analyze_performance,
     closed_trades,
@@ -61,7 +61,6 @@ def test_closed_trades_use_average_cost() -> None:
     trades = closed_trades(fills)
     assert [t.pnl for t in trades] == pytest.approx([75.0, -75.0])
     assert [t.entry for t in trades] == pytest.approx([105.0, 105.0])
-    assert realized_trades(fills) == pytest.approx([75.0, -75.0])
 
 
 def test_closed_trades_shorts_and_flips() -> None:
@@ -178,6 +177,8 @@ def test_analyze_performance_small_case_by_hand() -> None:
     assert core.period.snapshots == 4 and core.period.frequency_minutes == 15.0
     assert core.risk.periods == 3
     assert core.risk.periods_per_year == 252 * 4
+    assert core.risk.period == "per-cycle"  # one session: no daily return exists
+    assert core.risk.basis.startswith("one session only: 3 per-cycle (15-minute) returns")
     assert "√(252 × 4 cycles/session)" in core.risk.basis
     rets = [10_050 / 10_000 - 1, 10_200 / 10_050 - 1, 10_150 / 10_200 - 1]
     assert core.risk.sharpe == pytest.approx(sharpe_ratio(rets, 252 * 4))
@@ -185,6 +186,71 @@ def test_analyze_performance_small_case_by_hand() -> None:
     assert [c.benchmark for c in core.curve] == pytest.approx(
         [10_000, 10_250, 11_500, 11_000]
     )
+
+
+def test_a_range_marks_positions_held_at_its_start() -> None:
+    # bought 10 A @ 100 before the range; the range starts at A 120 (equity 10,200), sells 5
+    # @ 120 and ends at A 110 with 5 left (equity 10,150): total P&L -50
+    before = fill(1, "A", Side.BUY, 10, 100, minutes=1)
+    sell = fill(2, "A", Side.SELL, 5, 120, minutes=31)
+    pts = [
+        point(30, 10_200, {"A": 120}, {"A": Holding(10, 100, 120)}, cycle=3),
+        point(45, 10_150, {"A": 110}, {"A": Holding(5, 100, 110)}, cycle=4),
+    ]
+    r = analyze_performance(pts, [before, sell]).returns
+    assert r.total_pl == -50.0
+    assert r.realized_pl == pytest.approx(0.0)  # sold at the 120 the range started at
+    assert r.unrealized_pl == pytest.approx(-50.0)  # (110 - 120) × 5
+    assert r.realized_pl + r.unrealized_pl == pytest.approx(r.total_pl)
+    core = analyze_performance(pts, [before, sell])
+    assert core.activity.fills == 1 and core.trades.trades == 1  # the buy was before
+    assert {s.symbol: s.unrealized_pl for s in core.symbols}["A"] == pytest.approx(-50.0)
+
+
+def test_realized_plus_unrealized_is_the_equity_change_over_any_range() -> None:
+    # cash 1,000; buys 4 A @ 10, then 4 more @ 15, sells 6 @ 20, A ends at 12
+    fills = [
+        fill(1, "A", Side.BUY, 4, 10, minutes=1),
+        fill(2, "A", Side.BUY, 4, 15, minutes=16),
+        fill(3, "A", Side.SELL, 6, 20, minutes=31),
+    ]
+    rows = [  # (minutes, cash, qty, price)
+        (0, 1000, 0, 10), (15, 960, 4, 14), (30, 900, 8, 18), (45, 1020, 2, 12),
+    ]
+    pts = [
+        point(m, cash + q * px, {"A": px}, {"A": Holding(q, 0.0, px)} if q else None)
+        for m, cash, q, px in rows
+    ]
+    for lo in range(3):
+        core = analyze_performance(pts[lo:], fills)
+        r = core.returns
+        assert r.realized_pl + r.unrealized_pl == pytest.approx(r.total_pl), lo
+    # from the start: average cost 12.5 on 8; 6 sold @ 20 → +45; 2 left at 12 → -1
+    whole = analyze_performance(pts, fills).returns
+    assert (whole.realized_pl, whole.unrealized_pl) == pytest.approx((45.0, -1.0))
+    # from minute 30: 8 held, marked @ 18; 6 sold @ 20 → +12; 2 left: (12 - 18) × 2 = -12
+    late = analyze_performance(pts[2:], fills).returns
+    assert (late.realized_pl, late.unrealized_pl, late.total_pl) == pytest.approx(
+        (12.0, -12.0, 0.0)
+    )
+
+
+def test_sharpe_on_daily_returns_across_sessions() -> None:
+    day = 24 * 60
+    pts = [
+        point(0, 1000, {"A": 10}), point(15, 1010, {"A": 10}),  # session 1 ends at 1010
+        point(day, 1030, {"A": 11}), point(day + 15, 1020, {"A": 11}),  # ends at 1020
+        point(2 * day, 1060, {"A": 12}), point(2 * day + 15, 1071, {"A": 12}),  # 1071
+    ]
+    risk = analyze_performance(pts, []).risk
+    # daily: 1010/1000 - 1, 1020/1010 - 1, 1071/1020 - 1 (the overnight jumps are inside)
+    daily = [0.01, 1020 / 1010 - 1, 1071 / 1020 - 1]
+    assert (risk.period, risk.periods, risk.periods_per_year) == ("daily", 3, 252)
+    assert risk.sharpe == pytest.approx(sharpe_ratio(daily, 252))
+    assert risk.sortino is None  # no down day
+    # benchmark: A 10 → 10 → 11 → 12 at the closes
+    assert risk.benchmark_sharpe == pytest.approx(sharpe_ratio([0.0, 0.1, 1 / 11], 252))
+    assert risk.basis.startswith("3 daily returns")
 
 
 def test_fills_after_the_last_snapshot_belong_to_the_next_period() -> None:
