@@ -30,7 +30,19 @@ when marketable (re-checked on every :meth:`set_price`). Nothing fills while
 ``srv.is_open`` is false. With ``partial_fills`` an order fills in two steps
 (``partial_fill`` then ``fill``).
 
-Run it as a process for end-to-end demos::
+Market hours: ``FakeAlpaca(is_open=True)`` (the default, what most tests want) keeps the
+market open at any hour; ``False`` keeps it closed; ``None`` follows the fake's calendar
+(NYSE 2026 holidays and early closes, weekends), so the clock, ``is_open`` and fills agree
+with ``GET /v2/calendar``.
+
+Price history: each symbol has a stored, seeded random walk at one-minute steps with
+regimes (trends, ranges, volatile spells) ending at the price it was created with
+(``seed``; the same seed gives the same history, and it is never re-anchored to later
+prices). The newest regime is a trend, so the rules analyst has something to act on from
+the first cycle. Bars after that are cut from the prices set since.
+
+Run it as a process for end-to-end demos (the market follows the calendar unless
+``--always-open``)::
 
     python -m tests.fakes.alpaca_server --port 18080 --stream-port 18081 --symbols AAPL,MSFT
 """
@@ -40,6 +52,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import bisect
 import contextlib
 import fnmatch
 import json
@@ -53,7 +66,7 @@ import time
 import uuid
 import zlib
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -62,6 +75,7 @@ from typing import Any
 from urllib.parse import parse_qs
 from zoneinfo import ZoneInfo
 
+import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
@@ -349,6 +363,207 @@ class _StreamConn:
         self.listening = False
 
 
+# --------------------------------------------------------------------------- price history
+
+
+SessionHours = Callable[[date], "tuple[datetime, datetime] | None"]
+
+
+@dataclass(frozen=True)
+class _Regime:
+    name: str
+    drift: float  # log-return per minute
+    vol: float  # standard deviation of the log-return per minute
+
+
+class _PricePath:
+    """One symbol's price history, stored: what every bars request is cut from.
+
+    Up to ``t0`` (when the symbol was created at ``anchor``) it is a seeded random walk
+    at one-minute steps over the regular sessions, in regimes — trends up or down, quiet
+    ranges, volatile spells — with overnight gaps. It is generated backward from the
+    anchor, one session at a time as older bars are asked for, and kept: the same seed
+    gives the same history, and a price set later never re-anchors the past. After
+    ``t0`` the path is the tape of prices set since (``FakeAlpaca.set_price``).
+
+    The newest regime is always a trend of at least one and a half sessions, so indicators
+    over the last day of bars (a 5- against a 20-bar average of 15-minute bars) show a
+    clear direction from the first cycle; which direction is up to the seed.
+    """
+
+    MAX_SESSIONS = 5000  # generated backward at most (about 20 years)
+
+    def __init__(
+        self, symbol: str, anchor: float, t0: datetime, seed: int, sessions: SessionHours
+    ) -> None:
+        self.symbol = symbol
+        self.t0 = t0
+        self.anchor = anchor
+        self._sessions = sessions
+        self._rng = np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(symbol.encode())])
+        self._days: dict[date, tuple[float, np.ndarray]] = {}  # day -> (open, minute closes)
+        self._oldest: date | None = None  # oldest generated session
+        self._oldest_open = anchor  # the price at that session's open
+        self._regime: _Regime | None = None
+        self._regime_left = 0  # minutes
+        self._tape_t: list[float] = []  # prices set after t0: epoch seconds, sorted
+        self._tape_p: list[float] = []
+        self._first_regime = True
+
+    # -- regimes -------------------------------------------------------------------------
+
+    def _next_regime(self) -> None:
+        rng = self._rng
+        session = 390.0
+        if self._first_regime:
+            self._first_regime = False
+            up = rng.random() < 0.65
+            move = rng.uniform(0.03, 0.045) * (1 if up else -1)  # per session
+            self._regime = _Regime("up" if up else "down", move / session, 0.0007)
+            self._regime_left = int(rng.uniform(1.5, 3.0) * session)
+            return
+        kind = rng.choice(["up", "down", "range", "volatile"], p=[0.3, 0.3, 0.25, 0.15])
+        if kind in ("up", "down"):
+            move = rng.uniform(0.01, 0.035) * (1 if kind == "up" else -1)
+            regime = _Regime(str(kind), move / session, 0.0006)
+        elif kind == "range":
+            regime = _Regime("range", 0.0, 0.0004)
+        else:
+            regime = _Regime("volatile", 0.0, 0.0012)
+        self._regime = regime
+        self._regime_left = int(rng.uniform(0.6, 2.5) * session)
+
+    def _returns(self, n: int) -> np.ndarray:
+        """Log-returns of ``n`` minutes, newest last, continuing the walk backward."""
+        drift = np.empty(n)
+        vol = np.empty(n)
+        end = n
+        while end > 0:
+            if self._regime is None or self._regime_left <= 0:
+                self._next_regime()
+            assert self._regime is not None
+            take = min(end, self._regime_left)
+            drift[end - take : end] = self._regime.drift
+            vol[end - take : end] = self._regime.vol
+            self._regime_left -= take
+            end -= take
+        return drift + vol * self._rng.standard_normal(n)
+
+    # -- generation ----------------------------------------------------------------------
+
+    def _previous_session(self, before: date) -> tuple[date, datetime, datetime] | None:
+        day = before
+        for _ in range(30):
+            day -= timedelta(days=1)
+            hours = self._sessions(day)
+            if hours is not None:
+                return day, hours[0], hours[1]
+        return None
+
+    def _generate_one(self) -> bool:
+        """Generate the session before the oldest one; False when there is none."""
+        if self._oldest is None:
+            start = self.t0.astimezone(NY).date() + timedelta(days=1)
+            found = self._previous_session(start)
+            while found is not None and found[1] > self.t0:  # t0 before that day's open
+                found = self._previous_session(found[0])
+            if found is None:
+                return False
+            day, opens, closes = found
+            end_at = min(closes, self.t0)
+            minutes = max(1, math.ceil((end_at - opens).total_seconds() / 60))
+            end_price = self.anchor
+        else:
+            found = self._previous_session(self._oldest)
+            if found is None:
+                return False
+            day, opens, closes = found
+            minutes = max(1, round((closes - opens).total_seconds() / 60))
+            gap = float(self._rng.normal(0.0, 0.004))  # overnight
+            end_price = self._oldest_open / math.exp(gap)
+        returns = self._returns(minutes)
+        back = np.concatenate(([0.0], np.cumsum(returns[::-1])))  # log(end / price) newest→
+        closes_log = math.log(end_price) - back[:-1][::-1]
+        open_price = end_price / math.exp(float(back[-1]))
+        self._days[day] = (open_price, np.exp(closes_log))
+        self._oldest = day
+        self._oldest_open = open_price
+        return True
+
+    def _ensure(self, day: date) -> None:
+        """Generate sessions back to ``day`` (inclusive) if not done yet."""
+        while (self._oldest is None or self._oldest > day) and len(self._days) < self.MAX_SESSIONS:
+            if not self._generate_one():
+                return
+
+    def record(self, at: datetime, price: float) -> None:
+        """A price set at ``at`` (ignored at or before t0: the past is generated)."""
+        if at <= self.t0:
+            return
+        ts = at.timestamp()
+        i = bisect.bisect_right(self._tape_t, ts)
+        self._tape_t.insert(i, ts)
+        self._tape_p.insert(i, price)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def price_before(self, t: datetime) -> float | None:
+        """The last price strictly before ``t`` (None before the path's start)."""
+        if t > self.t0:
+            i = bisect.bisect_left(self._tape_t, t.timestamp())
+            return self._tape_p[i - 1] if i else self.anchor
+        self._ensure(t.astimezone(NY).date())
+        day = t.astimezone(NY).date()
+        for _ in range(30):
+            hours = self._sessions(day)
+            if hours is not None and day in self._days and hours[0] < t:
+                open_price, closes = self._days[day]
+                i = math.floor((t - hours[0]).total_seconds() / 60)  # minutes completed
+                if i <= 0:
+                    return open_price
+                return float(closes[min(i, len(closes)) - 1])
+            day -= timedelta(days=1)
+        return None
+
+    def span(self, start: datetime, end: datetime) -> tuple[float, float, float, float] | None:
+        """(first, high, low, last) of the prices in ``[start, end)`` — minute closes
+        before t0, prices set after — or None when there are none."""
+        first = last = high = low = math.nan
+
+        def take(f: float, h: float, lo: float, la: float) -> None:
+            nonlocal first, last, high, low
+            if math.isnan(first):
+                first = f
+            last = la
+            high = h if math.isnan(high) else max(high, h)
+            low = lo if math.isnan(low) else min(low, lo)
+
+        if start <= self.t0:
+            self._ensure(start.astimezone(NY).date())
+            day = start.astimezone(NY).date()
+            stop = min(end, self.t0 + timedelta(minutes=1)).astimezone(NY).date()
+            while day <= stop:
+                hours = self._sessions(day)
+                if hours is not None and day in self._days:
+                    opens = hours[0]
+                    _, closes = self._days[day]
+                    # minute i runs [opens + i, opens + i + 1); its close is closes[i]
+                    lo = max(0, math.ceil((start - opens).total_seconds() / 60))
+                    hi = min(len(closes), math.ceil((end - opens).total_seconds() / 60))
+                    if hi > lo:
+                        part = closes[lo:hi]
+                        take(float(part[0]), float(part.max()), float(part.min()), float(part[-1]))
+                day += timedelta(days=1)
+        lo = bisect.bisect_left(self._tape_t, start.timestamp())
+        hi = bisect.bisect_left(self._tape_t, end.timestamp())
+        if hi > lo:
+            tape = self._tape_p[lo:hi]
+            take(tape[0], max(tape), min(tape), tape[-1])
+        if math.isnan(first):
+            return None
+        return first, high, low, last
+
+
 # --------------------------------------------------------------------------- HTTP plumbing
 
 
@@ -457,8 +672,9 @@ class FakeAlpaca:
         bars_page_size: int = 10_000,
         rate_limit_per_min: int | None = None,
         shorting_enabled: bool = False,
-        is_open: bool = True,
+        is_open: bool | None = True,
         stream_binary: bool = True,
+        seed: int = 7,
     ) -> None:
         self.key_id = key_id
         self.secret = secret
@@ -475,7 +691,9 @@ class FakeAlpaca:
         self.account_overrides: dict[str, Any] = {}
         self.shorting_enabled = shorting_enabled
         self.spread_bps = spread_bps
-        self._is_open = is_open
+        self._is_open = is_open  # None: open when the calendar has a session now
+        self._was_open = False
+        self.seed = seed
         self.frozen_now: datetime | None = None
         self.calendar_overrides: dict[date, tuple[str, str] | None] = dict(
             _DEFAULT_CALENDAR_OVERRIDES
@@ -483,6 +701,7 @@ class FakeAlpaca:
         self._prices: dict[str, float] = {}
         self._prev_close: dict[str, float] = {}
         self._explicit_bars: dict[str, list[dict[str, Any]]] = {}
+        self._paths: dict[str, _PricePath] = {}
         self._positions: dict[str, _Position] = {}
         self._orders: dict[str, _Order] = {}
         self._by_client_id: dict[str, str] = {}
@@ -612,24 +831,46 @@ class FakeAlpaca:
 
     @property
     def is_open(self) -> bool:
-        return self._is_open
+        """Whether the market is open: as set, or (``None``) as the calendar says now."""
+        if self._is_open is not None:
+            return self._is_open
+        session = self._session(self._now().astimezone(NY).date())
+        return session is not None and session[0] <= self._now() < session[1]
 
     @is_open.setter
-    def is_open(self, value: bool) -> None:
+    def is_open(self, value: bool | None) -> None:
+        """``True``/``False`` hold the market open/closed; ``None`` follows the calendar."""
         with self.lock:
-            was = self._is_open
-            self._is_open = bool(value)
-            if self._is_open and not was:
-                for order in list(self._orders.values()):
-                    if order.is_open:
-                        self._kick(order)
+            self._is_open = None if value is None else bool(value)
+            self._check_opened()
+
+    @property
+    def always_open(self) -> bool:
+        return self._is_open is True
+
+    def _check_opened(self) -> None:
+        """When the market has opened since the last look, open orders may fill now."""
+        now_open = self.is_open
+        if now_open and not self._was_open:
+            for order in list(self._orders.values()):
+                if order.is_open:
+                    self._kick(order)
+        self._was_open = now_open
 
     def set_price(self, symbol: str, price: float) -> None:
         """Set (or create) a symbol's last price; open limit orders are re-checked."""
         symbol = symbol.upper()
         with self.lock:
-            self._prices[symbol] = round(float(price), 4)
-            self._prev_close.setdefault(symbol, round(float(price), 4))
+            price = round(float(price), 4)
+            self._prices[symbol] = price
+            self._prev_close.setdefault(symbol, price)
+            path = self._paths.get(symbol)
+            if path is None:
+                self._paths[symbol] = _PricePath(
+                    symbol, price, self._now(), self.seed, self._session
+                )
+            else:
+                path.record(self._now(), price)
             for order in list(self._orders.values()):
                 if order.is_open and order.symbol == symbol and order.type == "limit":
                     self._kick(order)
@@ -646,6 +887,7 @@ class FakeAlpaca:
     def remove_symbol(self, symbol: str) -> None:
         with self.lock:
             self._prices.pop(symbol.upper(), None)
+            self._paths.pop(symbol.upper(), None)
 
     def set_bars(self, symbol: str, bars: Iterable[dict[str, Any]]) -> None:
         """Serve exactly these bars for ``symbol`` (any timeframe), filtered by start/end.
@@ -941,6 +1183,7 @@ class FakeAlpaca:
         rest = parts[2:]
         head = rest[0]
         with self.lock:
+            self._check_opened()
             if method == "GET" and rest == ["account"]:
                 return _json_reply(200, self._account_json())
             if head == "positions":
@@ -1166,7 +1409,7 @@ class FakeAlpaca:
         fallback = now + timedelta(days=1)
         return {
             "timestamp": (now.astimezone(NY)).isoformat(),
-            "is_open": self._is_open,
+            "is_open": self.is_open,
             "next_open": (next_open or fallback).astimezone(NY).isoformat(),
             "next_close": (next_close or fallback).astimezone(NY).isoformat(),
         }
@@ -1510,7 +1753,7 @@ class FakeAlpaca:
 
     def _fill_step(self, order: _Order) -> bool:
         """Execute one fill for an open, marketable order; True if something filled."""
-        if not order.is_open or not self._is_open or order.status == "accepted":
+        if not order.is_open or not self.is_open or order.status == "accepted":
             return False
         price = self._exec_price(order)
         if price is None:
@@ -1720,22 +1963,24 @@ class FakeAlpaca:
             raise _HttpError(400, 40010001, "missing symbols")
         return symbols
 
-    def _bar_at(self, symbol: str, t: datetime, seconds: float) -> dict[str, Any]:
-        anchor = self._prices[symbol]
-        now = self._now()
-        days_ago = (now - t).total_seconds() / 86_400
-        phase = (zlib.crc32(symbol.encode()) % 628) / 100
-        epoch = int(t.timestamp())
-        factor = 1 + 0.04 * (math.sin(days_ago / 5 + phase) - math.sin(phase))
-        factor += 0.004 * _noise(symbol, epoch, "c") * min(1.0, days_ago * 50)
-        close = anchor * factor
-        scale = min(0.02, 0.0015 * math.sqrt(max(seconds, 60) / 60))
-        open_ = close * (1 + scale * _noise(symbol, epoch, "o"))
-        high = max(open_, close) * (1 + abs(scale * _noise(symbol, epoch, "h")))
-        low = min(open_, close) * (1 - abs(scale * _noise(symbol, epoch, "l")))
-        volume = int((0.6 + _noise(symbol, epoch, "v")) * 2_000 * max(1.0, seconds / 60))
+    def _bar_at(self, symbol: str, start: datetime, end: datetime) -> dict[str, Any]:
+        """The bar over ``[start, end)`` cut from the symbol's stored price path."""
+        path = self._paths[symbol]
+        end = min(end, self._now())
+        prev = path.price_before(start)
+        span = path.span(start, end) if end > start else None
+        if span is None:
+            flat = prev if prev is not None else path.anchor
+            open_ = high = low = close = flat
+        else:
+            first, high, low, close = span
+            open_ = prev if prev is not None else first
+            high, low = max(high, open_), min(low, open_)
+        epoch = int(start.timestamp())
+        minutes = max(1.0, (end - start).total_seconds() / 60)
+        volume = int((0.6 + _noise(symbol, epoch, "v")) * 2_000 * min(minutes, 390.0))
         return {
-            "t": _iso_s(t),
+            "t": _iso_s(start),
             "o": round(open_, 2),
             "h": round(high, 2),
             "l": round(low, 2),
@@ -1772,7 +2017,8 @@ class FakeAlpaca:
 
     def _bar_times(
         self, kind: str, amount: int, start: datetime, end: datetime
-    ) -> Iterator[tuple[datetime, float]]:
+    ) -> Iterator[tuple[datetime, datetime]]:
+        """(bar start, bar end) of every bar that can hold session prices in the range."""
         day = start.astimezone(NY).date() - timedelta(days=1)
         last = end.astimezone(NY).date()
         seen: set[date] = set()
@@ -1786,19 +2032,23 @@ class FakeAlpaca:
                     offset = (opens - midnight).total_seconds() // step * step
                     t = midnight + timedelta(seconds=offset)
                     while t < closes:
-                        yield t, float(step)
+                        yield t, t + timedelta(seconds=step)
                         t += timedelta(seconds=step)
                 else:
                     if kind == "day":
-                        bucket = day
+                        bucket, after = day, day + timedelta(days=1)
                     elif kind == "week":
                         bucket = day - timedelta(days=day.weekday())
+                        after = bucket + timedelta(days=7)
                     else:
                         bucket = day.replace(day=1)
+                        after = (bucket + timedelta(days=32)).replace(day=1)
                     if bucket not in seen:
                         seen.add(bucket)
-                        t = datetime(bucket.year, bucket.month, bucket.day, tzinfo=NY)
-                        yield t, 86_400.0 * {"day": 1, "week": 5, "month": 21}[kind]
+                        yield (
+                            datetime(bucket.year, bucket.month, bucket.day, tzinfo=NY),
+                            datetime(after.year, after.month, after.day, tzinfo=NY),
+                        )
             day += timedelta(days=1)
 
     def _series(
@@ -1809,10 +2059,10 @@ class FakeAlpaca:
             return [dict(b) for b in self._explicit_bars[symbol] if s <= b["t"] <= e]
         now = self._now()
         out = []
-        for t, seconds in self._bar_times(kind, amount, start, end):
+        for t, t_end in self._bar_times(kind, amount, start, end):
             if t < start or t > end or t > now:
                 continue
-            out.append(self._bar_at(symbol, t, seconds))
+            out.append(self._bar_at(symbol, t, t_end))
             if len(out) >= 200_000:
                 break
         return out
@@ -1861,7 +2111,7 @@ class FakeAlpaca:
         """Start of the last complete minute bar (the last session minute when closed)."""
         now = self._now()
         minute = now.replace(second=0, microsecond=0) - timedelta(minutes=1)
-        if self._is_open:
+        if self.is_open:
             return minute
         day = now.astimezone(NY).date()
         for _ in range(30):
@@ -1988,11 +2238,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault-submit", default="", help="comma list, e.g. 504_after_create")
     parser.add_argument("--fill-delay", type=float, default=0.0)
     parser.add_argument("--partial-fills", action="store_true")
-    parser.add_argument("--closed", action="store_true", help="market closed (no fills)")
+    market = parser.add_mutually_exclusive_group()
+    market.add_argument(
+        "--always-open",
+        action="store_true",
+        help="the clock says open and orders fill at any hour (default: as the calendar says)",
+    )
+    market.add_argument("--closed", action="store_true", help="market closed (no fills)")
     parser.add_argument("--rate-limit", type=int, default=None, help="requests per minute")
     parser.add_argument("--walk-interval", type=float, default=1.0)
     parser.add_argument("--walk-vol", type=float, default=0.0005, help="per-step log stdev")
-    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--seed", type=int, default=7, help="price history and walk (same seed, same market)"
+    )
     args = parser.parse_args(argv)
 
     faults = [k.strip() for k in args.fault_submit.split(",") if k.strip()]
@@ -2012,7 +2270,8 @@ def main(argv: list[str] | None = None) -> int:
         fill_delay=args.fill_delay,
         partial_fills=args.partial_fills,
         rate_limit_per_min=args.rate_limit,
-        is_open=not args.closed,
+        is_open=True if args.always_open else False if args.closed else None,
+        seed=args.seed,
     )
     srv.faults.submit.extend(faults)
     stop = threading.Event()
@@ -2025,6 +2284,9 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     with srv:
         print(f"trading {srv.trading_url} data {srv.data_url} stream {srv.stream_url}", flush=True)
+        hours = "always open" if args.always_open else "closed" if args.closed else "calendar"
+        state = "open" if srv.is_open else "closed"
+        print(f"market {hours} (now {state}); seed {args.seed}", flush=True)
         while not stop.wait(args.walk_interval):
             for symbol in srv.symbols:
                 price = srv.price(symbol)

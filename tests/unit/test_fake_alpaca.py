@@ -517,6 +517,7 @@ def test_cli_serves_until_killed() -> None:
             "0.05",
             "--fault-submit",
             "504_after_create",
+            "--always-open",  # fills at any hour (the default follows the calendar)
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -526,6 +527,7 @@ def test_cli_serves_until_killed() -> None:
         assert proc.stdout is not None
         line = proc.stdout.readline().split()
         assert line[0::2] == ["trading", "data", "stream"]
+        assert proc.stdout.readline().startswith("market always open (now open); seed 7")
         trading_url = line[1]
         assert line[5].startswith("ws://127.0.0.1:") and line[5].endswith("/stream")
         client = _with_timeout(TradingClient(KEY, SECRET, paper=True, url_override=trading_url))
@@ -544,3 +546,117 @@ def test_cli_serves_until_killed() -> None:
 def test_clock_default_now_is_recent(srv: FakeAlpaca, tc: TradingClient) -> None:
     stamp = tc.get_clock().timestamp
     assert abs(stamp - datetime.now(UTC)) < timedelta(seconds=5)
+
+
+# --------------------------------------------------------------------------- market hours
+
+
+def test_clock_follows_the_calendar_unless_always_open() -> None:
+    fake = FakeAlpaca(KEY, SECRET, prices=PRICES, is_open=None, fill_delay=0.0)
+    with fake:
+        client = _with_timeout(
+            TradingClient(KEY, SECRET, paper=True, url_override=fake.trading_url)
+        )
+        for when, expected in [
+            (datetime(2026, 3, 7, 15, 0, tzinfo=UTC), False),  # Saturday
+            (datetime(2026, 11, 26, 15, 0, tzinfo=UTC), False),  # Thanksgiving
+            (datetime(2026, 11, 27, 18, 30, tzinfo=UTC), False),  # 13:30 ET, early close
+            (datetime(2026, 11, 27, 17, 30, tzinfo=UTC), True),  # 12:30 ET, same day
+            (datetime(2026, 3, 2, 14, 29, tzinfo=UTC), False),  # Monday 09:29 ET
+            (datetime(2026, 3, 2, 14, 30, tzinfo=UTC), True),  # Monday 09:30 ET
+        ]:
+            fake.frozen_now = when
+            assert client.get_clock().is_open is expected, when
+            assert fake.is_open is expected
+
+        # an order placed while closed waits, and fills once the session has opened
+        fake.frozen_now = datetime(2026, 3, 7, 15, 0, tzinfo=UTC)
+        order = client.submit_order(_buy("AAPL", 2, "wait-1"))
+        assert client.get_order_by_id(order.id).status == OrderStatus.NEW
+        fake.frozen_now = datetime(2026, 3, 9, 14, 31, tzinfo=UTC)  # Monday, open
+        assert client.get_order_by_id(order.id).status == OrderStatus.FILLED
+
+        fake.is_open = True  # always open: the clock says so on a Saturday too
+        fake.frozen_now = datetime(2026, 3, 7, 15, 0, tzinfo=UTC)
+        assert client.get_clock().is_open is True and fake.always_open
+
+
+# --------------------------------------------------------------------------- price history
+
+
+def _bars_json(
+    fake: FakeAlpaca, symbols: list[str], start: datetime, timeframe: str = "15Min"
+) -> dict[str, list[dict[str, Any]]]:
+    query = {"symbols": ",".join(symbols), "timeframe": timeframe, "start": start.isoformat()}
+    return fake._bars(query)["bars"]  # type: ignore[no-any-return]
+
+
+def test_history_is_stored_seeded_and_never_reanchored() -> None:
+    t0 = datetime(2026, 12, 2, 17, 0, tzinfo=UTC)  # Wednesday 12:00 ET
+    start = t0 - timedelta(days=5)
+
+    def make(seed: int) -> FakeAlpaca:
+        fake = FakeAlpaca(KEY, SECRET, seed=seed)
+        fake.frozen_now = t0
+        for symbol, price in PRICES.items():
+            fake.set_price(symbol, price)
+        return fake
+
+    a, b, c = make(7), make(7), make(8)
+    first = _bars_json(a, list(PRICES), start)
+    assert first == _bars_json(b, list(PRICES), start)  # same seed, same history
+    assert first["AAPL"] != _bars_json(c, ["AAPL"], start)["AAPL"]  # another seed, another
+    assert first == _bars_json(a, list(PRICES), start)  # asked again: identical
+    closes = [bar["c"] for bar in first["AAPL"]]
+    assert closes[-1] == PRICES["AAPL"]  # the walk ends at the price the symbol began with
+    assert len(set(closes)) > len(closes) // 2  # and it moves
+
+    # later prices extend the history; they do not re-anchor the past
+    a.frozen_now = t0 + timedelta(minutes=20)
+    a.set_price("AAPL", 250.0)
+    a.frozen_now = t0 + timedelta(minutes=40)
+    after = _bars_json(a, ["AAPL"], start)["AAPL"]
+    assert after[: len(first["AAPL"]) - 1] == first["AAPL"][:-1]
+    assert after[-1]["c"] == 250.0 and after[-1]["h"] == 250.0
+    # older bars are generated on demand, and agree with the newer ones already served
+    daily = _bars_json(a, ["AAPL"], t0 - timedelta(days=60), "1Day")["AAPL"]
+    assert len(daily) >= 40
+    tuesday = next(bar for bar in daily if bar["t"].startswith("2026-12-01"))
+    tuesday_15m = [bar for bar in after if bar["t"].startswith("2026-12-01")]
+    assert tuesday["c"] == tuesday_15m[-1]["c"]
+    assert tuesday["h"] == max(bar["h"] for bar in tuesday_15m)
+
+
+@pytest.mark.parametrize(
+    "t0",
+    [
+        datetime(2026, 12, 4, 15, 20, tzinfo=UTC),  # Friday 10:20 ET
+        datetime(2026, 12, 2, 20, 55, tzinfo=UTC),  # Wednesday 15:55 ET
+        datetime(2026, 12, 5, 17, 0, tzinfo=UTC),  # Saturday
+        datetime(2026, 11, 30, 12, 0, tzinfo=UTC),  # Monday before the open
+    ],
+)
+def test_default_history_gives_the_rules_analyst_trades(t0: datetime) -> None:
+    """With the default seed and symbols, the first cycle already sees a trend to buy."""
+    from perun_tui.features import compute_features
+    from perun_tui.llm.rules import RulesAnalyst
+    from perun_tui.models import Action, Bar, Quote
+
+    fake = FakeAlpaca(KEY, SECRET)
+    fake.frozen_now = t0
+    symbols = ["AAPL", "MSFT", "NVDA", "SPY"]
+    for symbol in symbols:
+        fake.set_price(symbol, {**PRICES, "SPY": 561.3}[symbol])
+    history = _bars_json(fake, symbols, t0 - timedelta(days=7))
+    rules = RulesAnalyst()
+    actions = {}
+    for symbol in symbols:
+        bars = [
+            Bar(symbol=symbol, ts=datetime.fromisoformat(b["t"].replace("Z", "+00:00")),
+                open=b["o"], high=b["h"], low=b["l"], close=b["c"], volume=b["v"])
+            for b in history[symbol]
+        ][-60:]
+        price = fake.price(symbol) or 0.0
+        quote = Quote(symbol=symbol, ts=t0, bid=price - 0.01, ask=price + 0.01, last=price)
+        actions[symbol] = rules.evaluate(compute_features(symbol, bars, quote)).action
+    assert Action.BUY in actions.values(), actions
