@@ -4,6 +4,7 @@ sim run prints every metric, the calibration table and the suggestions (and --js
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from rich.console import Console
 
 from perun_tui.commands import report_range, run_apply, run_report, run_revert
 from perun_tui.config import ConfigError, Settings, load_settings, user_config_file
+from perun_tui.headless import run_headless
 from perun_tui.models import (
     Account,
     Action,
@@ -202,6 +204,49 @@ async def test_sim_run_then_report_apply_and_revert(
     async with await Memory.open(settings.database_path()) as memory:
         (stored,) = await load_changes(memory)
     assert stored.reverted_at is not None
+
+
+async def test_the_200_cycle_sim_run_reports_everything_with_evidence(tmp_path: Path) -> None:
+    """The issue's done-means: `PERUN_APPROVAL__MODE=auto perun run --headless --cycles 200
+    --every 50ms`, then `perun report`: every metric, the calibration table and at least
+    one suggestion with its evidence (sim start pinned: the market depends on the day)."""
+    env = {
+        "PERUN_STORAGE__PATH": str(tmp_path / "data"),
+        "PERUN_SIM__START": SIM_START,
+        "PERUN_LLM__PROVIDER": "rules",
+        "PERUN_APPROVAL__MODE": "auto",
+    }
+    settings = load_settings(env=env, cwd=tmp_path, use_dotenv=False)
+    out = io.StringIO()
+    code = await asyncio.wait_for(
+        run_headless(settings, cycles=200, every_s=0.005, as_json=True, out=out), 120
+    )
+    assert code == 0
+    console = Console(record=True, width=140)
+    assert await run_report(settings, as_json=False, console=console) == 0
+    text = console.export_text()
+    for label in (
+        "equity", "total P&L", "realized P&L", "unrealized P&L", "benchmark return",
+        "vs benchmark", "Sharpe", "Sortino", "volatility", "max drawdown", "peak 20",
+        "closed trades", "win rate", "profit factor", "average win", "average loss",
+        "expectancy", "turnover", "exposure", "Per symbol", "Equity vs benchmark",
+        "Signal scoring", "confidence", "0.60–0.70", "action", "what happened",
+        "not proposed (limits)", "Calibration:", "Human overrides:", "Frequency analysis",
+        "Verdict:", "Suggestions", "daily returns",
+    ):
+        assert label in text, label
+    async with await Memory.open(settings.database_path()) as memory:
+        report = await performance_report(memory, settings)
+    assert report.period.snapshots == 200 and report.period.sessions > 5
+    assert report.scoring.signals > report.activity.fills  # ideas not taken are scored too
+    assert any(g.group == "not proposed (limits)" for g in report.scoring.by_disposition)
+    assert report.suggestions, "no suggestion from 200 cycles"
+    for s in report.suggestions:
+        assert s.p_value is not None and s.p_value <= settings.optimization.max_p_value
+        assert "cases at +5 cycles" in s.why or "replaying" in s.why
+        assert s.id in text
+    r = report.returns
+    assert r.realized_pl + r.unrealized_pl == pytest.approx(r.total_pl, abs=0.05)
 
 
 def test_cli_report_json(tmp_path: Path) -> None:
