@@ -36,32 +36,26 @@ Prints a table with the targets and, as its last line, JSON:
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import json
 import math
 import os
-import pty
 import random
 import re
-import select
 import signal
 import statistics
-import struct
 import sys
 import tempfile
-import termios
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyte
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.pty_term import Term  # noqa: E402  (the pty + terminal emulator, shared)
 
 COLS, ROWS = 120, 40
-REPO = Path(__file__).resolve().parents[1]
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PANEL_TITLES = ("╭─ Market", "╭─ Portfolio", "╭─ Reasoning", "╭─ Signals", "╭─ Log · ")
 LEVELS = ("debug", "info", "warning", "error")  # the order `l` cycles through
 PRESS_TIMEOUT_S = 2.0
 TOTAL_BUDGET_S = 170  # a hard stop (SIGALRM): the bench never hangs
@@ -76,199 +70,6 @@ PRICE_ROW = re.compile(r"│ AAPL\s+\d+\.\d\d")
 
 class BenchTimeout(Exception):
     pass
-
-
-def _child_env(tmp: Path) -> dict[str, str]:
-    """The parent's environment minus anything that configures Perun or reaches out."""
-    drop = ("PERUN_", "APCA_", "OLLAMA", "TRADING_", "MARKET_OPEN", "TEXTUAL")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-    env.update(
-        TERM="xterm-256color",
-        COLUMNS=str(COLS),
-        LINES=str(ROWS),
-        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p),
-        XDG_CONFIG_HOME=str(tmp / "config"),  # no user perun.toml
-        XDG_DATA_HOME=str(tmp / "data"),
-        PERUN_STORAGE__PATH=str(tmp / "db"),
-        PERUN_TRADING__MODE="sim",
-        PERUN_LLM__PROVIDER="rules",  # no Ollama probe, not even on localhost
-        PERUN_NOTIFY__BELL="false",
-        PERUN_NOTIFY__WEBHOOK_URL="",
-        PERUN_NOTIFY__SMTP_HOST="",
-    )
-    return env
-
-
-@dataclass
-class Term:
-    """One child on a pty, its output fed to an emulated 120×40 screen."""
-
-    argv: list[str]
-    tmp: Path
-    pid: int = 0
-    fd: int = -1
-    started: float = 0.0
-    bytes_read: int = 0
-    feed_s: float = 0.0  # time this process spent emulating the output
-    first_byte: float | None = None
-    eof: bool = False
-    exit_code: int | None = None
-    screen: pyte.Screen = field(default_factory=lambda: pyte.Screen(COLS, ROWS))
-
-    def __post_init__(self) -> None:
-        self.stream = pyte.ByteStream(self.screen)
-
-    def spawn(self) -> None:
-        env = _child_env(self.tmp)
-        self.started = time.perf_counter()
-        pid, fd = pty.fork()
-        if pid == 0:  # the child: size the terminal, then become the app
-            try:
-                fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
-                os.chdir(self.tmp)
-                os.execve(sys.executable, [sys.executable, *self.argv], env)
-            finally:
-                os._exit(127)
-        self.pid, self.fd = pid, fd
-        os.set_blocking(fd, False)
-
-    # ------------------------------------------------------------------ output
-
-    def pump(self, timeout: float) -> float | None:
-        """Read one chunk (if any arrives within ``timeout``) into the emulator; the time
-        it was read, or None."""
-        if self.eof:
-            time.sleep(timeout)
-            return None
-        ready, _, _ = select.select([self.fd], [], [], timeout)
-        if not ready:
-            return None
-        at = time.perf_counter()
-        try:
-            data = os.read(self.fd, 1 << 16)
-        except BlockingIOError:
-            return None
-        except OSError:  # EIO: the child has gone and closed the terminal
-            data = b""
-        if not data:
-            self.eof = True
-            return None
-        if self.first_byte is None:
-            self.first_byte = at
-        self.bytes_read += len(data)
-        self.stream.feed(data)
-        self.feed_s += time.perf_counter() - at
-        return at
-
-    def drain(self, seconds: float) -> None:
-        end = time.perf_counter() + seconds
-        while (left := end - time.perf_counter()) > 0:
-            self.pump(min(left, 0.05))
-
-    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> float | None:
-        """Pump until ``predicate`` holds; the read time of the chunk that made it so."""
-        if predicate():
-            return time.perf_counter()
-        end = time.perf_counter() + timeout
-        while (left := end - time.perf_counter()) > 0 and not self.eof:
-            at = self.pump(min(left, 0.05))
-            if at is not None and predicate():
-                return at
-        return None
-
-    def text(self) -> str:
-        return "\n".join(self.screen.display)
-
-    def row(self, y: int) -> str:
-        line = self.screen.buffer[y]
-        return "".join(line[x].data for x in range(COLS))
-
-    def find_row(self, needle: str) -> int | None:
-        return next((y for y in range(ROWS) if needle in self.row(y)), None)
-
-    def complete_frame(self) -> bool:
-        text = self.text()
-        footer = self.row(ROWS - 1)
-        return (
-            "Perun" in self.row(0)
-            and all(t in text for t in PANEL_TITLES)
-            and "Quit" in footer
-            and "Help" in footer
-        )
-
-    # ------------------------------------------------------------------ input, /proc
-
-    def press(self, key: bytes) -> float:
-        os.write(self.fd, key)
-        return time.perf_counter()
-
-    def cpu_s(self) -> float:
-        with open(f"/proc/{self.pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
-
-    def cpu_wait_s(self) -> float:
-        """Time the main thread spent runnable but waiting for a CPU (other load)."""
-        try:
-            with open(f"/proc/{self.pid}/schedstat") as fh:
-                return int(fh.read().split()[1]) / 1e9
-        except (OSError, IndexError, ValueError):
-            return float("nan")
-
-    def rss_mb(self) -> float:
-        with open(f"/proc/{self.pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return float("nan")
-
-    # ------------------------------------------------------------------ the end
-
-    def _reap(self, timeout: float) -> bool:
-        end = time.perf_counter() + timeout
-        while True:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.exit_code = os.waitstatus_to_exitcode(status)
-                return True
-            left = end - time.perf_counter()
-            if left <= 0:
-                return False
-            self.pump(min(left, 0.05))  # keep reading: a child blocked on output never exits
-
-    def close(self) -> float | None:
-        """``q``, then SIGTERM, then SIGKILL; the seconds ``q`` took, if it was enough.
-
-        Runs to the end even if the bench's time budget runs out meanwhile (that is
-        raised afterwards): a child is never left behind."""
-        if self.pid <= 0 or self.exit_code is not None:
-            return None
-        quit_s: float | None = None
-        late: BenchTimeout | None = None
-        try:
-            sent = self.press(b"q")
-            if self._reap(5.0):
-                quit_s = time.perf_counter() - sent
-        except (OSError, ChildProcessError):
-            pass
-        except BenchTimeout as exc:
-            late = exc
-        for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
-            if self.exit_code is not None:
-                break
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, sig)
-            try:
-                self._reap(wait)
-            except ChildProcessError:
-                break
-            except BenchTimeout as exc:
-                late = exc
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
-        if late is not None:
-            raise late
-        return quit_s
 
 
 # --------------------------------------------------------------------------- phases
@@ -289,7 +90,7 @@ class Startup:
 
 
 def measure_startup(argv: list[str], tmp: Path, timeout: float = 15.0) -> Startup:
-    term = Term(argv, tmp)
+    term = Term(argv, tmp, COLS, ROWS)
     try:
         term.spawn()
         frame = term.wait_for(term.complete_frame, timeout)
@@ -409,7 +210,7 @@ class Phase:
 
 def run_demo(tmp: Path, presses: int, flood: float, window_s: float, seed: int) -> Phase:
     argv = ["-m", "perun_tui.tui.demo"] + (["--flood", f"{flood:g}"] if flood else [])
-    term = Term(argv, tmp)
+    term = Term(argv, tmp, COLS, ROWS)
     phase = Phase()
     try:
         term.spawn()

@@ -13,11 +13,12 @@ import signal
 import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.driver import Driver
 from textual.worker import Worker, WorkerState
 
 from perun_tui.config import Settings
@@ -29,10 +30,16 @@ from perun_tui.tui.protocol import DaemonAPI
 from perun_tui.tui.screens.confirm import TypedConfirmModal
 from perun_tui.tui.screens.main import MainScreen
 
+if TYPE_CHECKING:  # terminal.py needs termios: imported where used (POSIX only)
+    from perun_tui.tui.terminal import TerminalGuard
+
 RuntimeFactory = Callable[[Settings], Awaitable[Any]]
 """Builds the runtime (an object with a ``daemon`` attribute and an async ``close()``)."""
 
 STOP_TIMEOUT_S = 15.0  # the daemon itself gives in-flight work 10 s
+LAST_RESORT_EXIT_S = 3.0
+"""With the terminal gone, the daemon stopped and the database closed: how long the
+normal exit may take before the process ends anyway."""
 
 
 def real_runtime(
@@ -80,9 +87,21 @@ class PerunApp(App[None]):
         self._runtime_factory = runtime_factory or real_runtime()
         self._start_daemon = start_daemon
         self._stopping = False
-        self._stopped = False
+        self._stop_task: asyncio.Future[None] | None = None
+        self._runtime_closed = False  # the daemon has stopped and the runtime is closed
         self._daemon_started = False
+        self._last_resort: object | None = None
+        self.terminal_guard: TerminalGuard | None = None  # set by PerunDriver
         self.main = MainScreen(settings, self.clock)
+
+    def get_driver_class(self) -> type[Driver]:
+        """Textual's Linux driver, made to survive losing the terminal (``terminal.py``)."""
+        driver = super().get_driver_class()
+        if driver.__name__ == "LinuxDriver" and driver.__module__.startswith("textual."):
+            from perun_tui.tui.terminal import PerunDriver
+
+            return PerunDriver
+        return driver
 
     # ------------------------------------------------------------------ start-up
 
@@ -146,13 +165,42 @@ class PerunApp(App[None]):
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGHUP):
+        for sig, handler in ((signal.SIGTERM, self._on_signal), (signal.SIGHUP, self._on_hangup)):
             # not possible off the main thread or on Windows: then Textual's defaults apply
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, self._on_signal)
+                loop.add_signal_handler(sig, handler)
 
     def _on_signal(self) -> None:
         self.call_later(self.action_quit)
+
+    def _on_hangup(self) -> None:
+        """SIGHUP: the SSH connection (or the terminal window) is gone — or someone sent
+        it by hand with the terminal still there. Either way: stop and exit."""
+        from perun_tui.tui.terminal import is_hung_up
+
+        guard = self.terminal_guard
+        if guard is not None and guard.lost:
+            return  # already noticed (a failed write, the watcher): being handled
+        if guard is not None and is_hung_up(0):
+            guard.lose("SIGHUP: the terminal hung up")  # calls terminal_lost
+        else:
+            self._on_signal()
+
+    def terminal_lost(self, reason: str) -> None:
+        """Called (on the event loop) by the driver once the terminal is gone: nothing can
+        be shown or typed any more, so stop the daemon and exit as for ``q``."""
+        if self._runtime_closed:
+            self._arm_last_resort()
+        elif not self._stopping:
+            self.call_later(self.action_quit)
+
+    def _arm_last_resort(self) -> None:
+        """With the terminal gone and the database closed, make sure the process ends."""
+        guard = self.terminal_guard
+        if self._last_resort is None and guard is not None and guard.lost:
+            from perun_tui.tui.terminal import exit_soon
+
+            self._last_resort = exit_soon(LAST_RESORT_EXIT_S, 0)
 
     def _fatal_error(self) -> None:
         """A crash (a bug in the TUI itself) ends the app like Textual's default, but the
@@ -184,10 +232,17 @@ class PerunApp(App[None]):
         self.exit(return_code=0)
 
     async def _stop_daemon(self, timeout_s: float) -> None:
-        """Stop the daemon and close the runtime, once; errors are kept, never raised."""
-        if self._stopped:
-            return
-        self._stopped = True
+        """Stop the daemon and close the runtime, once; errors are kept, never raised.
+
+        The work runs in a task of its own, and every caller waits for that same task:
+        when the shutdown worker is cancelled (a second ``q`` exits at once), the app's
+        unmount still waits for the database to be closed.
+        """
+        if self._stop_task is None:
+            self._stop_task = asyncio.ensure_future(self._stop_and_close(timeout_s))
+        await asyncio.shield(self._stop_task)
+
+    async def _stop_and_close(self, timeout_s: float) -> None:
         daemon = self.daemon
         try:
             if self._daemon_started and daemon is not None and (
@@ -204,6 +259,8 @@ class PerunApp(App[None]):
         finally:
             if self.main.bridge is not None:
                 self.main.bridge.close()
+            self._runtime_closed = True
+            self._arm_last_resort()
 
     async def on_unmount(self) -> None:
         """Safety net: however the app ends (an exception, a declined live start, the
