@@ -71,6 +71,7 @@ class TradingSettings(_Section):
     live_confirm: bool = False
     fractional: bool = False
     order_type: Literal["market", "limit"] = "market"
+    order_size: Literal["qty", "notional"] = "qty"
     limit_band_pct: float = Field(0.2, ge=0, le=5)
     history_bars: int = Field(60, ge=25, le=1000)
 
@@ -383,6 +384,29 @@ class Settings(_Section):
 
     # not settable from files: where the settings came from, for `perun doctor`
     source: str = Field("defaults", exclude=True)
+
+    @model_validator(mode="after")
+    def _order_rules(self) -> Settings:
+        """Alpaca's rule: fractional quantities and dollar amounts only on market orders."""
+        t = self.trading
+        if t.order_type == "limit" and (t.fractional or t.order_size == "notional"):
+            what = (
+                'trading.order_size = "notional"'
+                if t.order_size == "notional"
+                else "trading.fractional = true"
+            )
+            raise ValueError(
+                f'{what} needs trading.order_type = "market" (it is "limit"): Alpaca takes '
+                "fractional quantities and dollar amounts only on market orders with "
+                'time_in_force day. Use order_type = "market", or whole shares '
+                '(fractional = false, order_size = "qty").'
+            )
+        if t.order_size == "notional" and not t.fractional:
+            raise ValueError(
+                'trading.order_size = "notional" buys fractional shares: it needs '
+                'trading.fractional = true (or order_size = "qty" for whole shares)'
+            )
+        return self
 
     @model_validator(mode="after")
     def _live_needs_opt_in(self) -> Settings:

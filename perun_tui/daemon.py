@@ -69,6 +69,7 @@ from perun_tui.services.execution import ExecutionService
 from perun_tui.services.memory import Memory
 from perun_tui.services.notification import NotificationService
 from perun_tui.services.optimization import Optimizer, compute_metrics
+from perun_tui.services.reconcile_positions import startup_checks
 from perun_tui.services.risk import RiskInputs, RiskPolicy
 from perun_tui.services.scoring import dropped_signals
 
@@ -312,6 +313,7 @@ class OrchestrationDaemon:
             self._log(Level.INFO, f"restored {len(restored)} pending signal(s)")
         for note in await self.execution.reconcile():
             self._log(Level.INFO, f"reconcile: {note}")
+        await startup_checks(self.broker, self.memory, self.bus)  # positions, broker notices
         await self.analysis.choose()
         if self.optimizer is not None:
             self.optimizer.kick()  # in the background: track records from the first cycles on

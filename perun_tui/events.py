@@ -318,8 +318,9 @@ class OrderChanged(Event):
         qty = f"{o.qty:g}" if o.qty is not None else f"${o.notional:,.2f}"
         px = f" @ {o.filled_avg_price:.2f}" if o.filled_avg_price else ""
         why = f" — {o.reason}" if o.reason else ""
+        ext = "external " if o.external else ""  # at the broker, not placed by Perun
         return (
-            f"order {o.side.value.upper()} {o.symbol} {qty} {o.status.value}"
+            f"{ext}order {o.side.value.upper()} {o.symbol} {qty} {o.status.value}"
             f" filled {o.filled_qty:g}{px} [{o.client_order_id}]{why}"
         )
 

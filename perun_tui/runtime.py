@@ -111,6 +111,12 @@ async def build_runtime(
     if quote_interval_s is None:
         # the sim costs nothing per quote; Alpaca allows ~200 requests/min per account
         quote_interval_s = 1.0 if settings.trading.mode == "sim" else 5.0
+    if settings.trading.mode != "sim":
+        # keys missing, or refused for this mode: ConfigError (exit 2) before the
+        # database is opened or anything is written
+        from perun_tui.brokers.alpaca import check_keys
+
+        await check_keys(settings)
     memory = await Memory.open(settings.database_path())
     try:
         if clock is None:

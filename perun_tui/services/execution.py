@@ -219,11 +219,17 @@ class ExecutionService:
             ref = quote.last if quote else signal.price
             band = trading.limit_band_pct / 100
             limit_price = round(ref * (1 + band) if side is Side.BUY else ref * (1 - band), 2)
+        qty: float | None = signal.qty
+        notional: float | None = None
+        if trading.order_size == "notional" and side is Side.BUY:  # sells close by quantity
+            price = quote.last if quote else signal.price
+            qty, notional = None, round(signal.notional or signal.qty * price, 2)
         return OrderRequest(
             client_order_id=cid,
             symbol=signal.symbol,
             side=side,
-            qty=signal.qty,
+            qty=qty,
+            notional=notional,
             type=otype,
             limit_price=limit_price,
             signal_id=signal.id,
@@ -413,11 +419,15 @@ class ExecutionService:
             if fill is not None:  # a fill reported late is still a fill
                 await self._store_fill(fill, max(local.filled_qty, remote.filled_qty))
             return
+        # an unknown outcome settled by the broker: the error that made it unknown is stale
+        settled = local.status is OrderStatus.UNKNOWN and remote.status is not local.status
         local.status = remote.status
         local.broker_order_id = remote.broker_order_id or local.broker_order_id
         local.filled_qty = max(local.filled_qty, remote.filled_qty)
         local.filled_avg_price = remote.filled_avg_price or local.filled_avg_price
-        local.reason = remote.reason or local.reason
+        local.reason = remote.reason or (
+            "confirmed at the broker after an unknown outcome" if settled else local.reason
+        )
         local.updated_at = self.now()
         if fill is not None:
             await self._store_fill(fill, local.filled_qty)

@@ -183,6 +183,7 @@ class RequestRecord:
     time: float
     status: int | None = None  # None while pending, or when the connection was dropped
     fault: str | None = None
+    reply_headers: dict[str, str] = field(default_factory=dict)  # beyond the usual ones
 
 
 @dataclass
@@ -1064,6 +1065,7 @@ class FakeAlpaca:
             return
         assert reply is not None
         rec.status = reply.status
+        rec.reply_headers = dict(reply.headers)
         try:
             h.send(reply)
         except OSError:

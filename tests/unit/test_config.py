@@ -97,6 +97,19 @@ def test_perun_names_win_over_legacy_names(tmp_path: Path) -> None:
         ("", {"PERUN_APPROVAL__AUTO_MIN_CONFIDENCE": "1.5"}, "≤ 1"),
         ("", {"TRADING_SYMBOLS": "AAPL,$$$"}, "environment TRADING_SYMBOLS"),
         ('[sim]\nstart = "last tuesday"\n', {}, "a date like 2026-11-30"),
+        (
+            '[trading]\nfractional = true\norder_type = "limit"\n',
+            {},
+            'trading.fractional = true needs trading.order_type = "market"',
+        ),
+        ('[trading]\norder_size = "notional"\n', {}, "needs trading.fractional = true"),
+        (
+            "",
+            {"PERUN_TRADING__ORDER_SIZE": "notional", "PERUN_TRADING__FRACTIONAL": "true",
+             "PERUN_TRADING__ORDER_TYPE": "limit"},
+            'trading.order_size = "notional" needs trading.order_type = "market"',
+        ),
+        ('[trading]\norder_size = "shares"\n', {}, '"qty", "notional"'),
     ],
 )
 def test_bad_config_names_key_value_and_allowed(

@@ -129,7 +129,8 @@ class PortfolioPanel(Vertical):
         for o in orders:
             size = qty(o.qty) if o.qty is not None else f"${money(o.notional or 0, 0)}"
             px = f" @ {money(o.limit_price)}" if o.limit_price else ""
-            parts.append(f"{o.side.value.upper()} {o.symbol} {size}{px} {o.status.value}")
+            ext = " external" if o.external else ""  # at the broker, not placed by Perun
+            parts.append(f"{o.side.value.upper()} {o.symbol} {size}{px} {o.status.value}{ext}")
         text = Text(f"open orders ({len(orders)}): ", style="dim")
         text.append(" · ".join(parts))
         self._update_static("orders", text)
