@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from perun_tui.config import Settings, load_settings
 from perun_tui.events import DaemonState
 from perun_tui.llm.base import (
     AnalysisContext,
@@ -19,21 +18,9 @@ from perun_tui.llm.base import (
     DeltaCallback,
     ProposedSignal,
 )
-from perun_tui.models import Action, SignalStatus
+from perun_tui.models import Action, Signal, SignalStatus
 from perun_tui.runtime import Runtime, build_runtime
-from tests.sim import SIM_START
-
-
-def settings_for(tmp_path: Path, **env: str) -> Settings:
-    base = {
-        "PERUN_STORAGE__PATH": str(tmp_path / "data"),
-        "PERUN_LLM__PROVIDER": "rules",
-        "PERUN_RISK__COOLDOWN_MINUTES": "0",
-        "PERUN_SIM__START": SIM_START,
-    }
-    base.update(env)
-    return load_settings(env=base, cwd=tmp_path, use_dotenv=False)
-
+from tests.sim import settings_for
 
 Start = Callable[..., Awaitable[Runtime]]
 
@@ -67,6 +54,15 @@ async def until(condition: Callable[[], bool], what: str) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+async def one_pending(runtime: Runtime) -> Signal:
+    """Run a cycle whose analyst proposes one buy, left pending (manual approval)."""
+    daemon = runtime.daemon
+    daemon.analysis.primary = OneIdea(0.9)
+    daemon.run_now()
+    await until(lambda: bool(daemon.pending_signals()), "a pending signal")
+    return daemon.pending_signals()[0]
 
 
 @pytest.fixture
@@ -174,10 +170,7 @@ async def test_approval_rechecks_the_price_and_refuses_after_drift(
 ) -> None:
     runtime = await started(PERUN_APPROVAL__TTL_MINUTES="1440")
     daemon = runtime.daemon
-    daemon.analysis.primary = OneIdea(0.9)
-    daemon.run_now()
-    await until(lambda: bool(daemon.pending_signals()), "a pending signal")
-    signal = daemon.pending_signals()[0]
+    signal = await one_pending(runtime)
     signal.price *= 1.05  # as if proposed at a price 5% away from the market now
     outcome = await daemon.approve(signal.id)
     assert "price moved" in outcome and "limit 1%" in outcome
@@ -191,10 +184,7 @@ async def test_pending_signals_expire_when_their_ttl_passes(
 ) -> None:
     runtime = await started(PERUN_APPROVAL__TTL_MINUTES="1")
     daemon = runtime.daemon
-    daemon.analysis.primary = OneIdea(0.9)
-    daemon.run_now()
-    await until(lambda: bool(daemon.pending_signals()), "a pending signal")
-    signal = daemon.pending_signals()[0]
+    signal = await one_pending(runtime)
     # one sim minute is 2 real seconds at the default speed of 30
     await until(lambda: not daemon.pending_signals(), "the TTL to pass")
     history = await runtime.memory.transitions(signal.id)

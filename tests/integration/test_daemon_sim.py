@@ -12,24 +12,13 @@ from typing import Any
 
 import pytest
 
-from perun_tui.config import Settings, load_settings
+from perun_tui.config import Settings
 from perun_tui.events import AnalysisFinished, CycleFinished, ErrorRaised, SignalChanged
 from perun_tui.llm.base import AnalysisContext, AnalysisResult, AnalystHealth, DeltaCallback
 from perun_tui.models import OrderStatus, SignalStatus
 from perun_tui.runtime import build_runtime
 from perun_tui.services.memory import Memory
-from tests.sim import SIM_START
-
-
-def settings_for(tmp_path: Path, **env: str) -> Settings:
-    base = {
-        "PERUN_STORAGE__PATH": str(tmp_path / "data"),
-        "PERUN_LLM__PROVIDER": "rules",
-        "PERUN_RISK__COOLDOWN_MINUTES": "0",
-        "PERUN_SIM__START": SIM_START,
-    }
-    base.update(env)
-    return load_settings(env=base, cwd=tmp_path, use_dotenv=False)
+from tests.sim import SIM_START, settings_for
 
 
 async def run_cycles(settings: Settings, cycles: int) -> list[Any]:
