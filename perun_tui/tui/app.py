@@ -42,15 +42,34 @@ LAST_RESORT_EXIT_S = 3.0
 normal exit may take before the process ends anyway."""
 
 
+def runtime_modules(settings: Settings) -> list[str]:
+    """The modules ``build_runtime`` and the first clock reading need for these
+    settings: the runtime, the exchange calendars (pandas; loaded lazily by the trading
+    calendar), the broker (numpy for the sim, alpaca-py otherwise) and the Ollama client
+    (httpx) when it is the analyst."""
+    modules = ["perun_tui.runtime", "pandas_market_calendars"]
+    modules.append(
+        "perun_tui.brokers.sim" if settings.trading.mode == "sim" else "perun_tui.brokers.alpaca"
+    )
+    if settings.llm.provider != "rules":
+        modules.append("perun_tui.llm.ollama")
+    return modules
+
+
+def _import_all(names: list[str]) -> None:
+    for name in names:
+        importlib.import_module(name)
+
+
 def real_runtime(
     *, cycles: int | None = None, every_s: float | None = None, **options: Any
 ) -> RuntimeFactory:
     """The real runtime (``perun_tui.runtime.build_runtime``) with the cli's options."""
 
     async def build(settings: Settings) -> Any:
-        # the runtime pulls in pandas and the exchange calendars (about a second, cold):
-        # import it off the UI thread so the first frame is not held up
-        await asyncio.to_thread(importlib.import_module, "perun_tui.runtime")
+        # about a second of imports, cold: done off the UI thread, all of them, so
+        # neither the first frame nor the screen after it is held up by an import
+        await asyncio.to_thread(_import_all, runtime_modules(settings))
         from perun_tui.runtime import build_runtime
 
         return await build_runtime(settings, max_cycles=cycles, every_s=every_s, **options)
@@ -140,7 +159,13 @@ class PerunApp(App[None]):
             self.daemon = daemon
         assert daemon is not None
         if not self._fixed_clock:
-            self.clock.use(getattr(daemon, "clock", None))
+            clock = getattr(daemon, "clock", None)
+            now = getattr(clock, "now", None)
+            if now is not None:
+                # the first reading of a simulated clock builds the trading calendar's
+                # schedule (pandas): in a thread, not on the screen's loop
+                await asyncio.to_thread(now)
+            self.clock.use(clock)
         self.main.attach(daemon)
         if self._start_daemon:
             self._daemon_started = True
