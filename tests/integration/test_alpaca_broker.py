@@ -1096,3 +1096,97 @@ async def test_orders_placed_outside_perun_are_external(
     assert theirs.external is True
     assert OrderChanged(order=theirs).describe().startswith("external order BUY MSFT 1 new")
     assert OrderChanged(order=ours).describe().startswith("order BUY AAPL 2 new")
+
+
+async def test_broker_notices_reach_the_log(srv: FakeAlpaca, broker: AlpacaBroker) -> None:
+    from perun_tui.bus import EventBus
+    from perun_tui.events import Level, LogEvent
+    from perun_tui.services.reconcile_positions import forward_broker_notices
+
+    bus = EventBus()
+    sub = bus.subscribe(LogEvent, coalesce=False)
+    forward_broker_notices(broker, bus)
+    srv.frozen_now = datetime(2026, 11, 26, 15, 0, tzinfo=UTC)  # Thanksgiving, "open"
+    await broker.clock()
+    await broker.clock()
+    logged = [e for e in sub.drain() if e.message.startswith("market clock")]
+    assert [(e.level, e.source) for e in logged] == [(Level.WARNING, "broker")]
+
+
+# --------------------------------------------------------------------------- order sizing
+
+
+async def _execution(settings: Settings, broker: AlpacaBroker, tmp_path: Path) -> Any:
+    from perun_tui.bus import EventBus
+    from perun_tui.services.execution import ExecutionService
+    from perun_tui.services.memory import Memory
+    from perun_tui.services.risk import RiskPolicy
+
+    memory = await Memory.open(tmp_path / "perun-paper.db")
+    execution = ExecutionService(
+        settings=settings, broker=broker, memory=memory, bus=EventBus(),
+        policy=RiskPolicy(settings.risk), now=lambda: datetime.now(UTC),
+    )
+    await execution.reconcile()
+    return execution
+
+
+def _signal(symbol: str, qty: float, **kw: Any) -> Any:
+    from perun_tui.models import Action, Signal, signal_id_for
+
+    return Signal(
+        id=signal_id_for(1, symbol, Action.BUY), cycle=1, symbol=symbol, action=Action.BUY,
+        confidence=0.9, rationale="test", analyst="rules", created_at=datetime.now(UTC),
+        price=PRICES[symbol], qty=qty, **kw,
+    )
+
+
+async def test_notional_orders_buy_for_a_dollar_amount(srv: FakeAlpaca, tmp_path: Path) -> None:
+    from perun_tui.models import SignalStatus
+
+    settings = settings_for(srv)
+    settings.trading.fractional = True
+    settings.trading.order_size = "notional"
+    settings.approval.mode = "auto"
+    b = AlpacaBroker(settings, stream=False)
+    await b.start()
+    execution = await _execution(settings, b, tmp_path)
+    try:
+        signal = _signal("AAPL", 2.5, notional=578.5)
+        await execution.propose(signal, approved_by_risk=True, reason="ok")
+        [post] = srv.requests("POST", "/v2/orders")
+        assert post.json["notional"] == 578.5 and "qty" not in post.json
+        order = await execution.memory.get_order(signal.client_order_id)
+        assert order is not None and order.notional == 578.5 and order.qty is None
+        assert signal.status in (SignalStatus.SUBMITTED, SignalStatus.FILLED)
+        [at_broker] = srv.orders_by_client_id()[signal.client_order_id]
+        assert float(at_broker["filled_qty"]) == pytest.approx(578.5 / srv.quote("AAPL")[1])
+    finally:
+        await b.close()
+        await execution.memory.close()
+
+
+async def test_a_local_refusal_is_not_called_a_broker_rejection(
+    srv: FakeAlpaca, tmp_path: Path
+) -> None:
+    from perun_tui.models import SignalStatus
+
+    settings = settings_for(srv)
+    settings.approval.mode = "auto"
+    settings.trading.order_type = "limit"  # the config refuses this with fractional; a
+    settings.trading.fractional = True  # section-level change slips past, the broker does not
+    b = AlpacaBroker(settings, stream=False)
+    await b.start()
+    execution = await _execution(settings, b, tmp_path)
+    try:
+        signal = _signal("AAPL", 1.5)
+        await execution.propose(signal, approved_by_risk=True, reason="ok")
+        assert srv.requests("POST", "/v2/orders") == []
+        order = await execution.memory.get_order(signal.client_order_id)
+        assert order is not None and order.status is OrderStatus.FAILED
+        assert "refused by Perun, not sent to Alpaca" in order.reason
+        assert "broker rejected" not in order.reason
+        assert signal.status is SignalStatus.FAILED
+    finally:
+        await b.close()
+        await execution.memory.close()
