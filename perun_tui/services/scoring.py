@@ -69,7 +69,8 @@ def binomial_p_value(hits: int, n: int) -> float | None:
     if n <= 0:
         return None
     k = min(hits, n - hits)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
+    # exact integers: 2.0**n overflows a float from n = 1024 independent signals on
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
     return min(1.0, 2.0 * tail)
 
 

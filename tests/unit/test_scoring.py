@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -102,6 +103,15 @@ def test_binomial_p_value_by_hand() -> None:
     assert binomial_p_value(2, 10) == pytest.approx(2 * 56 / 1024)
     assert binomial_p_value(5, 10) == 1.0
     assert binomial_p_value(0, 0) is None
+
+
+def test_binomial_p_value_of_a_long_history() -> None:
+    # 2.0**n overflows from n = 1024: long runs failed with OverflowError (errno 34)
+    assert binomial_p_value(2000, 4000) == 1.0
+    assert 0.0 < (binomial_p_value(1000, 4000) or 1.0) < 1e-200
+    # against the normal approximation with continuity correction, close at this n
+    z = (2000 - 1980 - 0.5) / math.sqrt(4000 / 4)
+    assert binomial_p_value(1980, 4000) == pytest.approx(math.erfc(z / math.sqrt(2)), abs=1e-4)
 
 
 def test_confidence_buckets() -> None:
