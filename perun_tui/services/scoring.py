@@ -70,7 +70,7 @@ def binomial_p_value(hits: int, n: int) -> float | None:
         return None
     k = min(hits, n - hits)
     # exact integers: 2.0**n overflows a float from n = 1024 independent signals on
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / (1 << n)
     return min(1.0, 2.0 * tail)
 
 

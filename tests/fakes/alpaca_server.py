@@ -371,6 +371,15 @@ SessionHours = Callable[[date], "tuple[datetime, datetime] | None"]
 
 
 @dataclass(frozen=True)
+class _Day:
+    """One generated session: minute ``i`` runs [opens + 60 i, opens + 60 (i + 1))."""
+
+    opens: float  # epoch seconds
+    open_price: float
+    closes: np.ndarray  # the close of every minute
+
+
+@dataclass(frozen=True)
 class _Regime:
     name: str
     drift: float  # log-return per minute
@@ -402,7 +411,8 @@ class _PricePath:
         self.anchor = anchor
         self._sessions = sessions
         self._rng = np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(symbol.encode())])
-        self._days: dict[date, tuple[float, np.ndarray]] = {}  # day -> (open, minute closes)
+        self._t0 = t0.timestamp()
+        self._days: dict[date, _Day] = {}
         self._oldest: date | None = None  # oldest generated session
         self._oldest_open = anchor  # the price at that session's open
         self._regime: _Regime | None = None
@@ -486,7 +496,7 @@ class _PricePath:
         back = np.concatenate(([0.0], np.cumsum(returns[::-1])))  # log(end / price) newest→
         closes_log = math.log(end_price) - back[:-1][::-1]
         open_price = end_price / math.exp(float(back[-1]))
-        self._days[day] = (open_price, np.exp(closes_log))
+        self._days[day] = _Day(opens.timestamp(), open_price, np.exp(closes_log))
         self._oldest = day
         self._oldest_open = open_price
         return True
@@ -510,19 +520,19 @@ class _PricePath:
 
     def price_before(self, t: datetime) -> float | None:
         """The last price strictly before ``t`` (None before the path's start)."""
-        if t > self.t0:
-            i = bisect.bisect_left(self._tape_t, t.timestamp())
+        ts = t.timestamp()
+        if ts > self._t0:
+            i = bisect.bisect_left(self._tape_t, ts)
             return self._tape_p[i - 1] if i else self.anchor
-        self._ensure(t.astimezone(NY).date())
         day = t.astimezone(NY).date()
+        self._ensure(day)
         for _ in range(30):
-            hours = self._sessions(day)
-            if hours is not None and day in self._days and hours[0] < t:
-                open_price, closes = self._days[day]
-                i = math.floor((t - hours[0]).total_seconds() / 60)  # minutes completed
-                if i <= 0:
-                    return open_price
-                return float(closes[min(i, len(closes)) - 1])
+            d = self._days.get(day)
+            if d is not None and d.opens < ts:
+                i = int((ts - d.opens) // 60)  # minutes completed
+                return d.open_price if i <= 0 else float(d.closes[min(i, len(d.closes)) - 1])
+            if self._oldest is None or day < self._oldest:
+                return None
             day -= timedelta(days=1)
         return None
 
@@ -539,24 +549,22 @@ class _PricePath:
             high = h if math.isnan(high) else max(high, h)
             low = lo if math.isnan(low) else min(low, lo)
 
-        if start <= self.t0:
-            self._ensure(start.astimezone(NY).date())
+        s_ts, e_ts = start.timestamp(), end.timestamp()
+        if s_ts <= self._t0:
             day = start.astimezone(NY).date()
+            self._ensure(day)
             stop = min(end, self.t0 + timedelta(minutes=1)).astimezone(NY).date()
             while day <= stop:
-                hours = self._sessions(day)
-                if hours is not None and day in self._days:
-                    opens = hours[0]
-                    _, closes = self._days[day]
-                    # minute i runs [opens + i, opens + i + 1); its close is closes[i]
-                    lo = max(0, math.ceil((start - opens).total_seconds() / 60))
-                    hi = min(len(closes), math.ceil((end - opens).total_seconds() / 60))
+                d = self._days.get(day)
+                if d is not None:
+                    lo = max(0, math.ceil((s_ts - d.opens) / 60))
+                    hi = min(len(d.closes), math.ceil((e_ts - d.opens) / 60))
                     if hi > lo:
-                        part = closes[lo:hi]
+                        part = d.closes[lo:hi]
                         take(float(part[0]), float(part.max()), float(part.min()), float(part[-1]))
                 day += timedelta(days=1)
-        lo = bisect.bisect_left(self._tape_t, start.timestamp())
-        hi = bisect.bisect_left(self._tape_t, end.timestamp())
+        lo = bisect.bisect_left(self._tape_t, s_ts)
+        hi = bisect.bisect_left(self._tape_t, e_ts)
         if hi > lo:
             tape = self._tape_p[lo:hi]
             take(tape[0], max(tape), min(tape), tape[-1])
