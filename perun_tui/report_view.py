@@ -19,6 +19,7 @@ from rich.text import Text
 from perun_tui.services.memory import EXCHANGE_TZ
 from perun_tui.services.optimization import PerformanceReport
 from perun_tui.services.scoring import GroupScore, HorizonStats
+from perun_tui.services.suggestions import Suggestion
 from perun_tui.services.suggestions import show_value as _show
 
 # --------------------------------------------------------------------------- formatting
@@ -160,17 +161,23 @@ def metrics_table(report: PerformanceReport) -> Table:
 
     row("equity", f"{money(r.start_equity)} → {money(r.end_equity)}")
     row("total P&L", money(r.total_pl, True), "end − start equity", r.total_pl)
-    row("realized P&L", money(r.realized_pl, True), "closed trades (average cost)",
+    row("realized P&L", money(r.realized_pl, True),
+        "closed trades by average cost; what was held at the start counts at its prices",
         r.realized_pl)
-    row("unrealized P&L", money(r.unrealized_pl, True), "open positions at the end",
+    row("unrealized P&L", money(r.unrealized_pl, True), "open positions at the end, same cost",
         r.unrealized_pl)
     row("return", pct(r.total_return_pct), "", r.total_return_pct)
     row("benchmark return", pct(r.benchmark_return_pct), r.benchmark, r.benchmark_return_pct)
     row("vs benchmark", pct(r.excess_return_pct).replace("%", " pts"), "strategy − benchmark",
         r.excess_return_pct)
     every = f"{p.frequency_minutes:g}-min " if p.frequency_minutes else ""
-    row("Sharpe", ratio(k.sharpe), f"{k.periods} {every}cycle returns, ×√(252×"
-        f"{p.cycles_per_session:g}/session), rf 0")
+    basis = (
+        f"{k.periods} daily returns, ×√252, rf 0"
+        if k.period == "daily"
+        else f"{k.periods} {every}cycle returns of one session, ×√(252×"
+        f"{p.cycles_per_session:g}), rf 0"
+    )
+    row("Sharpe", ratio(k.sharpe), basis)
     row("Sortino", ratio(k.sortino), "same returns, downside deviation")
     row("benchmark Sharpe", ratio(k.benchmark_sharpe), "same basis")
     row("volatility", pct(k.volatility_pct, signed=False), "annualized")
@@ -243,8 +250,8 @@ def scoring_table(report: PerformanceReport) -> Table:
         f"Signal scoring · {sc.signals} signal(s), {sc.scored} scored at {sc.primary} cycles"
         " · hit rate and mean signed return"
     )
-    table.add_column("group", no_wrap=True)
-    table.add_column("n", justify="right")
+    table.add_column("group", overflow="fold")  # the one column that may wrap when narrow
+    table.add_column("n", justify="right", no_wrap=True)
     for h in sc.horizons:
         table.add_column(h if h == "close" else f"{h} cyc", justify="right", no_wrap=True)
 
@@ -325,6 +332,29 @@ def frequency_table(report: PerformanceReport) -> Group:
     return Group(*parts)
 
 
+def suggestion_change(s: Suggestion) -> Text:
+    """The setting a suggestion changes, or "advice" when there is none."""
+    if s.key is None:
+        return Text("advice", style="dim")
+    return Text(f"{s.key}: {_show(s.old)} → {_show(s.new)}")
+
+
+def suggestion_strength(s: Suggestion, sep: str = " ") -> Text:
+    style = {"strong": "green", "moderate": "yellow", "weak": "dim"}[s.strength]
+    p = f"{sep}p={s.p_value:.3f}" if s.p_value is not None else ""
+    return Text(s.strength + p, style=style)
+
+
+def suggestion_evidence(s: Suggestion) -> Text:
+    """The evidence sentence, then whether it may be applied automatically and why not."""
+    text = Text(s.why)
+    auto = "auto-apply: yes" if s.auto_ok else f"auto-apply: no, {s.auto_note}"
+    if s.restart:
+        auto += "; needs a restart"
+    text.append(f"\n{auto}", style="dim")
+    return text
+
+
 def suggestions_table(report: PerformanceReport) -> Table:
     table = _table("Suggestions")
     table.add_column("id", no_wrap=True)
@@ -334,20 +364,8 @@ def suggestions_table(report: PerformanceReport) -> Table:
     if not report.suggestions:
         table.add_row("—", "none", "the evidence does not support a change yet", "")
     for s in report.suggestions:
-        change = (
-            Text(f"{s.key}: {_show(s.old)} → {_show(s.new)}")
-            if s.key
-            else Text("advice", style="dim")
-        )
-        evidence = Text(s.why)
-        auto = "auto-apply: yes" if s.auto_ok else f"auto-apply: no, {s.auto_note}"
-        if s.restart:
-            auto += "; needs a restart"
-        evidence.append(f"\n{auto}", style="dim")
-        style = {"strong": "green", "moderate": "yellow", "weak": "dim"}[s.strength]
-        p = f"\np={s.p_value:.2f}" if s.p_value is not None else ""
-        table.add_row(s.id, change, evidence, Text(s.strength + p, style=style),
-                      end_section=True)
+        table.add_row(s.id, suggestion_change(s), suggestion_evidence(s),
+                      suggestion_strength(s, "\n"), end_section=True)
     return table
 
 
@@ -385,26 +403,45 @@ def empty_text(report: PerformanceReport) -> Text:
     )
 
 
-def render_report(report: PerformanceReport, *, width: int = 100) -> Group:
-    """Every part of the report, in reading order."""
+def report_parts(
+    report: PerformanceReport, *, width: int = 100
+) -> list[tuple[str, RenderableType]]:
+    """The report in reading order as (part, renderable). ``perun report`` prints them
+    all; the performance screen shows the same parts, drawing "curve" to its own width
+    and "suggestions" as a table to pick from."""
     if report.empty:
-        return Group(empty_text(report))
-    parts: list[RenderableType] = [
-        metrics_table(report),
-        Text("Equity vs benchmark", style="bold"),
-        curve_chart(report, width=min(width, 100)),
-        Text(""),
-        symbols_table(report),
-        scoring_table(report),
-        Text(f"Calibration: {report.scoring.calibration}"),
-        overrides_text(report),
-        Text(""),
-        frequency_table(report),
-        Text(""),
-        suggestions_table(report),
+        return [("empty", empty_text(report))]
+    parts: list[tuple[str, RenderableType]] = [
+        ("metrics", metrics_table(report)),
+        ("curve", Group(Text("Equity vs benchmark", style="bold"),
+                        curve_chart(report, width=min(width, 100)))),
+        ("symbols", symbols_table(report)),
+        ("scoring", scoring_table(report)),
+        ("calibration", Text(f"Calibration: {report.scoring.calibration}")),
+        ("overrides", overrides_text(report)),
+        ("frequency", frequency_table(report)),
+        ("suggestions", suggestions_table(report)),
     ]
     changes = changes_table(report)
     if changes is not None:
-        parts.append(changes)
-    parts.extend(Text(f"note: {n}", style="dim") for n in report.notes)
-    return Group(*parts)
+        parts.append(("changes", changes))
+    parts.append(("notes", notes_text(report)))
+    return parts
+
+
+def notes_text(report: PerformanceReport) -> Text:
+    """The period and the caveats that go with every number."""
+    return Text("\n".join(f"note: {n}" for n in report.notes), style="dim")
+
+
+GAP_AFTER = frozenset({"curve", "overrides", "frequency", "suggestions", "changes"})
+
+
+def render_report(report: PerformanceReport, *, width: int = 100) -> Group:
+    """Every part of the report, in reading order."""
+    out: list[RenderableType] = []
+    for name, part in report_parts(report, width=width):
+        out.append(part)
+        if name in GAP_AFTER:
+            out.append(Text(""))
+    return Group(*out)

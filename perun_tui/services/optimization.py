@@ -71,6 +71,7 @@ from perun_tui.services.suggestions import (
     load_dismissed,
     make_suggestions,
     revert_change,
+    show_value,
 )
 
 log = logging.getLogger(__name__)
@@ -351,7 +352,12 @@ class Optimizer:
             self.memory, self.settings, self.settings_path, self._suggestion(suggestion_id),
             by=by,
         )
-        await self._after_change(change, f"{change.key}: {change.old} → {change.new}")
+        note = f" ({change.note})" if change.note else ""
+        await self._after_change(
+            change,
+            f"{change.key}: {show_value(change.old)} → {show_value(change.new)}, written to "
+            f"{change.persisted_to}{note}; undo: change {change.id}",
+        )
         return change
 
     async def dismiss(self, suggestion_id: str) -> None:
@@ -366,7 +372,11 @@ class Optimizer:
         change = await revert_change(
             self.memory, self.settings, self.settings_path, change_id, by=by
         )
-        await self._after_change(change, f"{change.key} back to {change.old} (undid {change.id})")
+        await self._after_change(
+            change,
+            f"{change.key} back to {show_value(change.old)} in {change.persisted_to} "
+            f"(undid {change.id})",
+        )
         return change
 
     async def _after_change(self, change: ParameterChange, text: str) -> None:
@@ -413,8 +423,9 @@ class Optimizer:
             if self.notifications is not None:
                 await self.notifications.notify(
                     "Parameter changed",
-                    f"{change.key}: {change.old} → {change.new} — {change.why} "
-                    f"(undo: change {change.id})",
+                    f"{change.key}: {show_value(change.old)} → {show_value(change.new)}, "
+                    f"written to {change.persisted_to} — {change.why} (undo: change "
+                    f"{change.id})",
                     Level.WARNING,
                     "change",
                 )
