@@ -16,23 +16,27 @@
   else is absent from ``latest``/``history`` and ``submit`` raises ``UnknownSymbol``.
 * ``account().last_equity`` is the equity at the close of the session before the latest
   one: today's holdings with the later fills taken back, marked at that close.
-* State (cash, positions, orders, fills, realized P&L) is saved to the optional
-  :class:`SimStore` after every change that matters (placement, fill, cancel, expiry) and
-  loaded in ``start()`` (or lazily on the first call), so a restart carries on. A store
-  that takes JSON text (:class:`SimJsonStore`, e.g. the memory service) gets
-  ``state_json()``, where final orders and fills are encoded once, not at every save.
+* State is saved to the optional :class:`~perun_tui.brokers.sim_store.SimStore` after
+  every change that matters (placement, fill, cancel, expiry) and loaded in ``start()``
+  (or lazily on the first call), so a restart carries on. A save writes the account head
+  and only the orders and fills that changed, so its cost does not grow with the history.
+* Memory holds what the account needs, not its whole past: the open orders, the
+  ``KEEP_FINAL_ORDERS`` latest final ones, every client order id (a set, to refuse a
+  reused id) and the fills since the close of the session before the latest one (what
+  ``last_equity`` takes back). An older order is read from the store when asked for.
 
-State format (``SimBroker.state()``, JSON-safe, ``version`` 1)::
+Account head (``SimBroker.head()``, JSON-safe, ``version`` 2; version 1 was one document
+with every order and fill in it, split into rows by the memory's migration 2)::
 
-    {"version": 1, "seed": 42, "starting_cash": 100000.0,
+    {"version": 2, "seed": 42, "starting_cash": 100000.0,
      "cash": 98765.4, "realized_pl": 12.3, "fees": 0.0,
      "positions": {"AAPL": {"qty": 10.0, "avg_price": 230.1,
                             "opened_at": "2026-11-24T14:31:00+00:00"}},
-     "orders": [{"order": {<Order, model_dump(mode="json")>}, "time_in_force": "day",
-                 "expires_at": "2026-11-24T21:00:00+00:00" | null,
-                 "scanned_until": "<ISO time>", "fill_count": 1}],
-     "fills": [{<Fill, model_dump(mode="json")>}, ...],
      "processed_until": "<ISO time>"}
+
+An order row's data: ``{"order": {<Order, model_dump(mode="json")>}, "time_in_force":
+"day", "expires_at": "<ISO time>" | null, "scanned_until": "<ISO time>", "fill_count":
+1}``; a fill row's data: the Fill as JSON.
 """
 
 from __future__ import annotations
@@ -47,10 +51,11 @@ import uuid
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from perun_tui.brokers.base import BrokerError, BrokerRejected, UnknownSymbol
 from perun_tui.brokers.sim_market import SimMarket
+from perun_tui.brokers.sim_store import SimFillRow, SimOrderRow, SimSaved, SimStore
 from perun_tui.market_hours import Clock, Session, TradingCalendar
 from perun_tui.models import (
     Account,
@@ -69,7 +74,8 @@ from perun_tui.models import (
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+KEEP_FINAL_ORDERS = 256  # final orders kept in memory (older ones are read from the store)
 PARTICIPATION = 0.25  # at most this share of a minute's volume fills a resting order
 SLIPPAGE_PER_PARTICIPATION = 0.05  # price impact per unit of (qty / minute volume)
 MAX_SLIPPAGE = 0.02
@@ -78,22 +84,6 @@ EPS = 1e-9
 TIME_IN_FORCE = ("day", "gtc")
 UNCLAIMED_LIMIT = 10_000  # updates kept for a first order_updates() consumer that is late
 _MINUTE = dt.timedelta(minutes=1)
-
-
-@runtime_checkable
-class SimStore(Protocol):
-    """Where the sim keeps its state between runs (the memory service, a file, a dict)."""
-
-    async def load_sim_state(self) -> dict[str, Any] | None: ...
-
-    async def save_sim_state(self, state: dict[str, Any]) -> None: ...
-
-
-@runtime_checkable
-class SimJsonStore(SimStore, Protocol):
-    """A store that takes the state as ready-made JSON text (``SimBroker.state_json``)."""
-
-    async def save_sim_state_json(self, text: str) -> None: ...
 
 
 @dataclass(slots=True)
@@ -169,6 +159,29 @@ def _order_entry(rec: _OrderRec) -> dict[str, Any]:
     }
 
 
+def _order_row(rec: _OrderRec) -> SimOrderRow:
+    o = rec.order
+    return SimOrderRow(
+        client_order_id=o.client_order_id,
+        broker_order_id=o.broker_order_id or "",
+        open=not o.is_final,
+        data=_json(_order_entry(rec)),
+    )
+
+
+def _rec_from_entry(item: dict[str, Any]) -> _OrderRec:
+    order = Order.model_validate(item["order"])
+    scanned = _parse(item.get("scanned_until")) or order.created_at
+    assert scanned is not None
+    return _OrderRec(
+        order=order,
+        time_in_force=str(item.get("time_in_force", "day")),
+        expires_at=_parse(item.get("expires_at")),
+        scanned_until=scanned,
+        fill_count=int(item.get("fill_count", 0)),
+    )
+
+
 def _ceil_minute(t: dt.datetime) -> dt.datetime:
     floor = t.replace(second=0, microsecond=0)
     return floor if floor == t else floor + _MINUTE
@@ -203,16 +216,18 @@ class SimBroker:
         self._realized = 0.0
         self._fees = 0.0
         self._positions: dict[str, _Holding] = {}
-        self._orders: dict[str, _OrderRec] = {}  # by client_order_id, in creation order
+        # by client_order_id, in creation order: the open orders and the latest final ones
+        # (with a store; without one, every order)
+        self._orders: dict[str, _OrderRec] = {}
         # the orders that may still be open (finals are dropped lazily, see _open_recs):
         # resting-order work and buying power look at these, not at every order ever made
         self._open: dict[str, _OrderRec] = {}
-        # persisted state, piece by piece as JSON text: final orders and fills never
-        # change, so each is encoded once (see state_json)
-        self._final_json: dict[str, str] = {}
-        self._fills_json: list[str] = []
-        self._by_broker_id: dict[str, str] = {}
-        self._fills: list[Fill] = []
+        self._order_ids: set[str] = set()  # every client order id ever used
+        self._by_broker_id: dict[str, str] = {}  # for the orders in _orders
+        self._fills: list[Fill] = []  # since the close of the session before the latest
+        # changed since the last save: what the next save writes
+        self._changed: dict[str, _OrderRec] = {}
+        self._new_fills: list[Fill] = []
         self._processed_until: dt.datetime | None = None
         # Streams are held weakly: an abandoned iterator stops receiving. The first stream
         # exists from construction, so its consumer also sees updates from before it asked.
@@ -325,6 +340,8 @@ class SimBroker:
 
     @property
     def fills(self) -> list[Fill]:
+        """The fills since the close of the session before the latest one (older ones are
+        in the store)."""
         return [f.model_copy() for f in self._fills]
 
     # ----------------------------------------------------------------------- orders
@@ -338,24 +355,35 @@ class SimBroker:
         async with self._lock:
             await self._sync()
             rec = self._orders.get(client_order_id)
-            return None if rec is None else rec.order.model_copy()
+            if rec is not None:
+                return rec.order.model_copy()
+            if client_order_id not in self._order_ids:
+                return None
+            return await self._stored_order(client_order_id=client_order_id)
 
     async def cancel(self, broker_order_id: str) -> None:
         async with self._lock:
             now = await self._sync()
             cid = self._by_broker_id.get(broker_order_id)
-            if cid is None:
+            # every open order is in memory: one that is not is old and final, or unknown
+            order = (
+                self._orders[cid].order
+                if cid is not None
+                else await self._stored_order(broker_order_id=broker_order_id)
+            )
+            if order is None:
                 raise BrokerRejected(f"order {broker_order_id} not found", status=404)
-            rec = self._orders[cid]
-            if rec.order.is_final:
+            if cid is None or order.is_final:
                 raise BrokerRejected(
-                    f"order {broker_order_id} is already {rec.order.status.value} "
+                    f"order {broker_order_id} is already {order.status.value} "
                     "and cannot be canceled",
                     status=422,
                 )
+            rec = self._orders[cid]
             rec.order.status = OrderStatus.CANCELED
             rec.order.reason = "canceled by request"
             rec.order.updated_at = now
+            self._changed[cid] = rec
             self._publish("canceled", rec.order)
             await self._save()
 
@@ -363,7 +391,7 @@ class SimBroker:
         async with self._lock:
             now = await self._sync()
             req = request
-            if req.client_order_id in self._orders:
+            if req.client_order_id in self._order_ids:
                 raise BrokerRejected("client_order_id must be unique", status=422)
             if not req.client_order_id or len(req.client_order_id) > 128:
                 raise BrokerRejected("client_order_id must be 1–128 characters", status=422)
@@ -454,7 +482,9 @@ class SimBroker:
             )
             self._orders[req.client_order_id] = rec
             self._open[req.client_order_id] = rec
+            self._order_ids.add(req.client_order_id)
             self._by_broker_id[order.broker_order_id] = req.client_order_id
+            self._changed[req.client_order_id] = rec
             self._publish("new", order)
             if marketable:
                 self._apply_fill(rec, qty, fill_price, now)
@@ -512,16 +542,22 @@ class SimBroker:
                     bp -= -h.qty * marks[sym]
         return max(0.0, bp)
 
+    def _reference_session(self, now: dt.datetime) -> Session | None:
+        """The session before the latest one: its close is the day P&L base."""
+        try:
+            latest = self.calendar.latest_session(now)
+            return self.calendar.previous_session(latest.open)
+        except LookupError:
+            return None
+
     def _last_equity(self, now: dt.datetime) -> float:
         """Equity at the close of the session before the latest one (the day P&L base).
 
         Holdings at that close are the current ones with the later fills taken back (the
-        fill list is complete), marked at that session's closing prices.
+        fill list reaches back to that close), marked at that session's closing prices.
         """
-        try:
-            latest = self.calendar.latest_session(now)
-            ref = self.calendar.previous_session(latest.open)
-        except LookupError:
+        ref = self._reference_session(now)
+        if ref is None:
             return self.starting_cash
         cash = self._cash
         qty = {sym: h.qty for sym, h in self._positions.items()}
@@ -581,7 +617,8 @@ class SimBroker:
         o.status = OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED
         o.updated_at = at
         self._fills.append(fill)
-        self._fills_json.append(_json(fill.model_dump(mode="json")))
+        self._new_fills.append(fill)
+        self._changed[o.client_order_id] = rec
         self._dirty = True
         self._publish("fill" if done else "partial_fill", o, fill)
 
@@ -699,13 +736,14 @@ class SimBroker:
                 rec.order.status = OrderStatus.EXPIRED
                 rec.order.reason = "day order expired at the session close"
                 rec.order.updated_at = rec.expires_at
+                self._changed[rec.order.client_order_id] = rec
                 self._dirty = True
                 self._publish("expired", rec.order)
 
     # -- persistence --------------------------------------------------------------------
 
-    def state(self) -> dict[str, Any]:
-        """The whole sim account as JSON-safe data (what is given to the store)."""
+    def head(self) -> dict[str, Any]:
+        """The account head as JSON-safe data (what every save writes; see the module)."""
         return {
             "version": STATE_VERSION,
             "seed": self.seed,
@@ -717,44 +755,12 @@ class SimBroker:
                 sym: {"qty": h.qty, "avg_price": h.avg_price, "opened_at": _iso(h.opened_at)}
                 for sym, h in self._positions.items()
             },
-            "orders": [_order_entry(r) for r in self._orders.values()],
-            "fills": [f.model_dump(mode="json") for f in self._fills],
             "processed_until": _iso(self._processed_until),
         }
 
-    def state_json(self) -> str:
-        """``state()`` as compact JSON text, built from pieces: an order that is final and
-        every fill are encoded once and reused, so a save costs little more than the
-        open orders, however long the history."""
-        orders: list[str] = []
-        for cid, rec in self._orders.items():
-            text = self._final_json.get(cid)
-            if text is None:
-                text = _json(_order_entry(rec))
-                if rec.order.is_final:  # nothing of it changes any more
-                    self._final_json[cid] = text
-            orders.append(text)
-        head = {
-            "version": STATE_VERSION,
-            "seed": self.seed,
-            "starting_cash": self.starting_cash,
-            "cash": self._cash,
-            "realized_pl": self._realized,
-            "fees": self._fees,
-            "positions": {
-                sym: {"qty": h.qty, "avg_price": h.avg_price, "opened_at": _iso(h.opened_at)}
-                for sym, h in self._positions.items()
-            },
-        }
-        return (
-            _json(head)[:-1]
-            + ',"orders":[' + ",".join(orders)
-            + '],"fills":[' + ",".join(self._fills_json)
-            + '],"processed_until":' + _json(_iso(self._processed_until)) + "}"
-        )
-
-    def _restore(self, state: dict[str, Any]) -> None:
-        version = state.get("version")
+    def _restore(self, saved: SimSaved) -> None:
+        state = json.loads(saved.head)
+        version = state.get("version") if isinstance(state, dict) else None
         if version != STATE_VERSION:
             raise BrokerError(
                 f"the saved sim state has version {version!r}; this Perun reads version "
@@ -775,26 +781,19 @@ class SimBroker:
         }
         self._orders = {}
         self._open = {}
-        self._final_json = {}
         self._by_broker_id = {}
-        for item in state.get("orders", []):
-            order = Order.model_validate(item["order"])
-            scanned = _parse(item.get("scanned_until")) or order.created_at
-            assert scanned is not None
-            rec = _OrderRec(
-                order=order,
-                time_in_force=str(item.get("time_in_force", "day")),
-                expires_at=_parse(item.get("expires_at")),
-                scanned_until=scanned,
-                fill_count=int(item.get("fill_count", 0)),
-            )
+        for text in saved.open_orders:
+            rec = _rec_from_entry(json.loads(text))
+            order = rec.order
             self._orders[order.client_order_id] = rec
             if not order.is_final:
                 self._open[order.client_order_id] = rec
             if order.broker_order_id:
                 self._by_broker_id[order.broker_order_id] = order.client_order_id
-        self._fills = [Fill.model_validate(f) for f in state.get("fills", [])]
-        self._fills_json = [_json(f.model_dump(mode="json")) for f in self._fills]
+        self._order_ids = set(saved.order_ids) | set(self._orders)
+        self._fills = [Fill.model_validate_json(text) for text in saved.fills]
+        self._changed = {}
+        self._new_fills = []
         self._processed_until = _parse(state.get("processed_until"))
 
     async def _ensure_loaded(self) -> None:
@@ -803,19 +802,59 @@ class SimBroker:
         self._loaded = True
         if self.store is None:
             return
-        state = await self.store.load_sim_state()
-        if state:
-            self._restore(state)
+        ref = self._reference_session(self.clock_source.now())
+        saved = await self.store.load_sim(None if ref is None else ref.close)
+        if saved is not None:
+            self._restore(saved)
+
+    async def _stored_order(
+        self, *, client_order_id: str | None = None, broker_order_id: str | None = None
+    ) -> Order | None:
+        """An order that is no longer in memory (final and old), from the store."""
+        if self.store is None:
+            return None
+        text = await self.store.load_sim_order(
+            client_order_id=client_order_id, broker_order_id=broker_order_id
+        )
+        return None if text is None else _rec_from_entry(json.loads(text)).order
 
     async def _save(self) -> None:
+        """Write the head and what changed since the last save, then forget old history."""
         self._dirty = False
+        if self.store is not None:
+            orders = [_order_row(rec) for rec in self._changed.values()]
+            fills = [SimFillRow(f.fill_id, f.ts, f.model_dump_json()) for f in self._new_fills]
+            try:
+                await self.store.save_sim(_json(self.head()), orders, fills)
+            except Exception:  # the account stays in memory; the next change saves again
+                self._dirty = True
+                log.exception("could not save the sim state")
+                return
+        self._changed = {}
+        self._new_fills = []
+        self._trim()
+
+    def _trim(self) -> None:
+        """Bound what is held in memory: fills ``last_equity`` can no longer need, and
+        (when a store keeps them) final orders beyond the latest ``KEEP_FINAL_ORDERS``."""
+        if self._processed_until is not None and self._fills:
+            ref = self._reference_session(self._processed_until)
+            if ref is not None and self._fills[0].ts < ref.close:
+                keep = next(
+                    (i for i, f in enumerate(self._fills) if f.ts >= ref.close), len(self._fills)
+                )
+                del self._fills[:keep]
         if self.store is None:
             return
-        try:
-            if isinstance(self.store, SimJsonStore):
-                await self.store.save_sim_state_json(self.state_json())
-            else:
-                await self.store.save_sim_state(self.state())
-        except Exception:  # the account stays in memory; the next change saves again
-            self._dirty = True
-            log.exception("could not save the sim state")
+        excess = len(self._orders) - len(self._open_recs()) - KEEP_FINAL_ORDERS
+        if excess <= 0:
+            return
+        old: list[_OrderRec] = []
+        for cid, rec in self._orders.items():  # oldest first
+            if len(old) == excess:
+                break
+            if rec.order.is_final and cid not in self._changed:
+                old.append(rec)
+        for rec in old:
+            del self._orders[rec.order.client_order_id]
+            self._by_broker_id.pop(rec.order.broker_order_id or "", None)

@@ -63,6 +63,7 @@ from zoneinfo import ZoneInfo
 import aiosqlite
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
+from perun_tui.brokers.sim_store import SimFillRow, SimOrderRow, SimSaved
 from perun_tui.llm.base import AnalysisResult, ProposedSignal, RecalledSignal, Usage
 from perun_tui.models import (
     FINAL_ORDER_STATUSES,
@@ -99,6 +100,18 @@ SIM_STATE_KEY = "sim_state"
 OPEN_ORDER_STATUSES = tuple(s.value for s in OrderStatus if s not in FINAL_ORDER_STATUSES)
 # orders that never reached the market do not start a cooldown
 _NOT_TRADED = (OrderStatus.FAILED.value, OrderStatus.REJECTED.value)
+
+
+def _in_list(values: Iterable[str]) -> str:
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+# WHERE terms spelled exactly as the partial indexes of migration 3 spell them (SQLite
+# uses a partial index only for a query that repeats its condition); the values are
+# this module's own enum constants, never input
+_OPEN_ORDERS_WHERE = f"status IN {_in_list(OPEN_ORDER_STATUSES)}"
+_TRADED_WHERE = f"status NOT IN {_in_list(_NOT_TRADED)}"
+_FILLS_MISSING_WHERE = "filled_qty - fills_qty > 1e-9"
 
 Row = tuple[Any, ...]
 _T = TypeVar("_T")
@@ -222,13 +235,17 @@ def _recalled(rows: list[Row], prices: Mapping[str, float]) -> dict[str, list[Re
 
 
 def _last_trade_query(symbols: list[str]) -> _Query:
+    # an order counts from its creation (its update when that is unknown): the two
+    # subqueries read one index entry each instead of every order of the symbol
     return (
         "SELECT j.value, MAX("
         "  COALESCE((SELECT MAX(ts) FROM fills WHERE symbol = j.value), ''),"
-        "  COALESCE((SELECT MAX(COALESCE(created_at, updated_at)) FROM orders"
-        "            WHERE symbol = j.value AND status NOT IN (?, ?)), '')) "
-        "FROM json_each(?) AS j",
-        (*_NOT_TRADED, _json(symbols)),
+        "  COALESCE((SELECT MAX(created_at) FROM orders"
+        f"            WHERE symbol = j.value AND {_TRADED_WHERE}), ''),"
+        "  COALESCE((SELECT MAX(updated_at) FROM orders"
+        f"            WHERE symbol = j.value AND created_at IS NULL AND {_TRADED_WHERE}), '')"
+        ") FROM json_each(?) AS j",
+        (_json(symbols),),
     )
 
 
@@ -301,6 +318,21 @@ def _fill_from_row(r: Row) -> Fill:
         price=r[5], ts=_dt(r[6]),
     )
 
+
+_STATE_UPSERT = (
+    "INSERT INTO state (key, value, updated_at) VALUES (?,?,?) ON CONFLICT(key) "
+    "DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+)
+
+_SIM_ORDER_UPSERT = (
+    "INSERT INTO sim_orders (client_order_id, broker_order_id, open, data) VALUES (?,?,?,?) "
+    "ON CONFLICT(client_order_id) DO UPDATE SET broker_order_id = excluded.broker_order_id, "
+    "open = excluded.open, data = excluded.data"
+)
+
+_SIM_FILL_INSERT = (
+    "INSERT INTO sim_fills (fill_id, ts, data) VALUES (?,?,?) ON CONFLICT(fill_id) DO NOTHING"
+)
 
 _FILL_INSERT = (
     "INSERT INTO fills (fill_id, client_order_id, symbol, side, qty, price, ts) "
@@ -1000,20 +1032,15 @@ class Memory:
     async def open_orders(self) -> list[Order]:
         """Orders not in a final state (INTENT and UNKNOWN included), oldest first."""
         rows = await self._fetch(
-            f"SELECT data FROM orders WHERE status IN ({_placeholders(len(OPEN_ORDER_STATUSES))})"
-            " ORDER BY created_at, rowid",
-            OPEN_ORDER_STATUSES,
+            f"SELECT data FROM orders WHERE {_OPEN_ORDERS_WHERE} ORDER BY created_at, rowid"
         )
         return [Order.model_validate_json(r[0]) for r in rows]
 
     async def orders_missing_fills(self) -> list[Order]:
         """Orders whose filled quantity is more than their stored fills add up to: fills
         that happened while no Perun was listening (reconciliation records the gap)."""
-        rows = await self._fetch(
-            "SELECT o.data FROM orders AS o LEFT JOIN fills AS f "
-            "ON f.client_order_id = o.client_order_id WHERE o.filled_qty > 0 "
-            "GROUP BY o.client_order_id HAVING o.filled_qty - COALESCE(SUM(f.qty), 0) > 1e-9 "
-            "ORDER BY o.created_at, o.rowid"
+        rows = await self._fetch(  # fills_qty: the sum of its stored fills (migration 3)
+            f"SELECT data FROM orders WHERE {_FILLS_MISSING_WHERE} ORDER BY created_at, rowid"
         )
         return [Order.model_validate_json(r[0]) for r in rows]
 
@@ -1081,28 +1108,62 @@ class Memory:
         if value is None:
             await self._write_one("DELETE FROM state WHERE key = ?", (key,))
         else:
-            await self._write_one(
-                "INSERT INTO state (key, value, updated_at) VALUES (?,?,?) ON CONFLICT(key) "
-                "DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                (key, value, _now()),
+            await self._write_one(_STATE_UPSERT, (key, value, _now()))
+
+    # ------------------------------------------------------------------ the sim exchange
+
+    async def load_sim(self, fills_since: datetime | None) -> SimSaved | None:
+        """The simulated exchange's saved account (the sim broker's ``SimStore``): the
+        head, the open orders, every client order id and the fills since ``fills_since``,
+        as one consistent view."""
+        head, open_orders, ids, fills = await self._fetch_many(
+            (
+                ("SELECT value FROM state WHERE key = ?", (SIM_STATE_KEY,)),
+                ("SELECT data FROM sim_orders WHERE open = 1 ORDER BY rowid", ()),
+                ("SELECT client_order_id FROM sim_orders", ()),
+                (
+                    "SELECT data FROM sim_fills WHERE ts >= ? ORDER BY ts, rowid",
+                    ("" if fills_since is None else _ts(fills_since),),
+                ),
             )
-
-    async def load_sim_state(self) -> dict[str, Any] | None:
-        """The simulated exchange's saved state (the sim broker's ``SimStore``)."""
-        text = await self.get_state(SIM_STATE_KEY)
-        if text is None:
+        )
+        if not head:
             return None
-        data = json.loads(text)
-        if not isinstance(data, dict):
-            raise StorageError(f"the saved sim state in {self.path} is not a JSON object")
-        return data
+        return SimSaved(
+            head=str(head[0][0]),
+            open_orders=[r[0] for r in open_orders],
+            order_ids=[r[0] for r in ids],
+            fills=[r[0] for r in fills],
+        )
 
-    async def save_sim_state(self, state: Mapping[str, Any]) -> None:
-        await self.set_state(SIM_STATE_KEY, _json(dict(state)))
+    async def save_sim(
+        self, head: str, orders: Sequence[SimOrderRow], fills: Sequence[SimFillRow]
+    ) -> None:
+        """The sim's head and the orders and fills that changed, in one transaction."""
+        ops: list[_Op] = [(_STATE_UPSERT, (SIM_STATE_KEY, head, _now()), False)]
+        if orders:
+            rows = [(o.client_order_id, o.broker_order_id, int(o.open), o.data) for o in orders]
+            ops.append((_SIM_ORDER_UPSERT, rows, True))
+        if fills:
+            ops.append((_SIM_FILL_INSERT, [(f.fill_id, _ts(f.ts), f.data) for f in fills], True))
+        await self._batch(ops, durable=False, atomic=len(ops) > 1)
 
-    async def save_sim_state_json(self, text: str) -> None:
-        """The same, already encoded as a JSON object (``SimBroker.state_json``)."""
-        await self.set_state(SIM_STATE_KEY, text)
+    async def load_sim_order(
+        self, *, client_order_id: str | None = None, broker_order_id: str | None = None
+    ) -> str | None:
+        """One saved sim order's data, by client or broker order id."""
+        if client_order_id is not None:
+            rows = await self._fetch(
+                "SELECT data FROM sim_orders WHERE client_order_id = ?", (client_order_id,)
+            )
+        elif broker_order_id is not None:
+            rows = await self._fetch(
+                "SELECT data FROM sim_orders WHERE broker_order_id = ? LIMIT 1",
+                (broker_order_id,),
+            )
+        else:
+            return None
+        return str(rows[0][0]) if rows else None
 
     # ------------------------------------------------------------------ metrics
 

@@ -159,7 +159,85 @@ CREATE TABLE metrics (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# The sim exchange's account, row by row (it was one JSON document in state.sim_state,
+# rewritten whole after every order: its size grew with the history). The document is
+# split here, once: orders and fills into their tables in their old order, the head
+# (cash, positions, ...) stays in state.sim_state as version 2.
+_V2 = """
+CREATE TABLE sim_orders (
+    client_order_id TEXT PRIMARY KEY,
+    broker_order_id TEXT NOT NULL,
+    open            INTEGER NOT NULL,     -- 1 until the order is final: loaded at start
+    data            TEXT NOT NULL         -- the sim's order record JSON
+);
+CREATE INDEX sim_orders_open ON sim_orders(open) WHERE open = 1;
+CREATE INDEX sim_orders_broker_id ON sim_orders(broker_order_id);
+
+CREATE TABLE sim_fills (
+    fill_id TEXT PRIMARY KEY,
+    ts      TEXT NOT NULL,
+    data    TEXT NOT NULL                 -- Fill JSON
+);
+CREATE INDEX sim_fills_ts ON sim_fills(ts);
+
+CREATE TEMP TABLE sim_v1 AS
+SELECT value FROM state
+WHERE key = 'sim_state'
+  AND json_extract(CASE WHEN json_valid(value) THEN value END, '$.version') = 1;
+
+INSERT INTO sim_orders (client_order_id, broker_order_id, open, data)
+SELECT json_extract(o.value, '$.order.client_order_id'),
+       COALESCE(json_extract(o.value, '$.order.broker_order_id'), ''),
+       json_extract(o.value, '$.order.status')
+           NOT IN ('filled', 'canceled', 'expired', 'rejected', 'failed'),
+       o.value
+FROM sim_v1, json_each(sim_v1.value, '$.orders') AS o
+ORDER BY o.id;
+
+INSERT INTO sim_fills (fill_id, ts, data)
+SELECT json_extract(f.value, '$.fill_id'),
+       strftime('%Y-%m-%dT%H:%M:%f', json_extract(f.value, '$.ts')) || '000+00:00',
+       f.value
+FROM sim_v1, json_each(sim_v1.value, '$.fills') AS f
+ORDER BY f.id;
+
+UPDATE state
+SET value = json_set(json_remove(value, '$.orders', '$.fills'), '$.version', 2)
+WHERE key = 'sim_state' AND EXISTS (SELECT 1 FROM sim_v1);
+
+DROP TABLE sim_v1;
+"""
+
+# Queries run every cycle that read only what they need, however long the history:
+# * the open orders (checked each cycle) and the last trade per symbol (the cooldown) get
+#   partial indexes holding only the rows they ask for;
+# * an order whose filled quantity its stored fills do not cover (checked each cycle):
+#   orders.fills_qty is the sum of its stored fills, kept by the triggers below (a fill
+#   stored before its order counts from the order's insert), and the rows with a gap
+#   have a partial index of their own.
+# The queries spell the WHERE terms exactly as these indexes do (memory.py).
+_V3 = """
+CREATE INDEX orders_open ON orders(created_at)
+    WHERE status IN ('intent', 'unknown', 'new', 'partially_filled');
+CREATE INDEX orders_traded ON orders(symbol, created_at)
+    WHERE status NOT IN ('failed', 'rejected');
+
+ALTER TABLE orders ADD COLUMN fills_qty REAL NOT NULL DEFAULT 0;
+UPDATE orders SET fills_qty = COALESCE(
+    (SELECT SUM(qty) FROM fills WHERE fills.client_order_id = orders.client_order_id), 0);
+CREATE TRIGGER fills_add_to_order AFTER INSERT ON fills BEGIN
+    UPDATE orders SET fills_qty = fills_qty + NEW.qty
+    WHERE client_order_id = NEW.client_order_id;
+END;
+CREATE TRIGGER orders_count_fills AFTER INSERT ON orders BEGIN
+    UPDATE orders SET fills_qty = COALESCE(
+        (SELECT SUM(qty) FROM fills WHERE client_order_id = NEW.client_order_id), 0)
+    WHERE rowid = NEW.rowid;
+END;
+CREATE INDEX orders_fills_missing ON orders(created_at) WHERE filled_qty - fills_qty > 1e-9;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 """Migration *n* is ``MIGRATIONS[n - 1]``. Append only."""
 
 LATEST_VERSION = len(MIGRATIONS)

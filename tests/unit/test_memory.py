@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
@@ -11,14 +12,19 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from perun_tui.brokers.sim import SimBroker
+from perun_tui.brokers.sim_store import DictSimStore, SimFillRow, SimOrderRow
 from perun_tui.llm.base import AnalysisResult, ProposedSignal, Usage
+from perun_tui.market_hours import FrozenClock, TradingCalendar
 from perun_tui.models import (
     Account,
     Action,
     CycleReport,
     Fill,
     Order,
+    OrderRequest,
     OrderStatus,
+    OrderType,
     PerformanceMetrics,
     Position,
     Quote,
@@ -30,7 +36,7 @@ from perun_tui.models import (
 )
 from perun_tui.services import memory as memory_module
 from perun_tui.services.memory import Memory, StorageError
-from perun_tui.services.migrations import LATEST_VERSION, MIGRATIONS
+from perun_tui.services.migrations import LATEST_VERSION, MIGRATIONS, SCHEMA_VERSION_TABLE
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)  # a Monday, 10:00 in New York
 
@@ -417,6 +423,61 @@ async def test_save_fill_is_idempotent(memory: Memory) -> None:
     assert await memory.fills(since=T0 + timedelta(hours=1)) == [later]
 
 
+async def test_orders_missing_fills(memory: Memory) -> None:
+    def fill(order: Order, n: int, qty: float) -> Fill:
+        return Fill(fill_id=f"{order.client_order_id}-{n}", client_order_id=order.client_order_id,
+                    symbol=order.symbol, side=order.side, qty=qty, price=100.0, ts=T0)
+
+    covered, short, early, none = (
+        make_order(make_signal(i, f"S{i}"), OrderStatus.FILLED).model_copy(
+            update={"filled_qty": 10.0, "filled_avg_price": 100.0})
+        for i in range(4)
+    )
+    await memory.save_order(covered, fill(covered, 1, 4.0))
+    await memory.save_fill(fill(covered, 2, 6.0))
+    await memory.save_fill(fill(covered, 2, 6.0))  # stored once: counted once
+    await memory.save_order(short, fill(short, 1, 4.0))
+    await memory.save_fill(fill(early, 1, 10.0))  # a fill stored before its order
+    await memory.save_order(early)
+    await memory.save_order(none)
+    await memory.save_order(none.model_copy(update={"reason": "re-saved"}))  # an upsert
+    assert [o.client_order_id for o in await memory.orders_missing_fills()] == [
+        short.client_order_id, none.client_order_id
+    ]
+    await memory.save_fill(fill(short, 2, 6.0))
+    assert [o.client_order_id for o in await memory.orders_missing_fills()] == [
+        none.client_order_id
+    ]
+
+
+async def test_per_cycle_queries_read_indexes_not_tables(memory: Memory) -> None:
+    """The queries every cycle runs must not read the whole history (their cost would
+    grow with it): no full scan of a table, each uses the index meant for it."""
+    plans: dict[str, list[str]] = {}
+    queries = {
+        "open orders": (
+            f"SELECT data FROM orders WHERE {memory_module._OPEN_ORDERS_WHERE} "
+            "ORDER BY created_at, rowid", ()),
+        "missing fills": (
+            f"SELECT data FROM orders WHERE {memory_module._FILLS_MISSING_WHERE} "
+            "ORDER BY created_at, rowid", ()),
+        "last trades": memory_module._last_trade_query(["AAPL", "MSFT"]),
+        "recall": memory_module._recall_query(["AAPL", "MSFT"], 3),
+    }
+    for name, (sql, params) in queries.items():
+        plans[name] = [r[3] for r in await memory._fetch("EXPLAIN QUERY PLAN " + sql, params)]
+    # a scan is fine only of the symbol list or of a partial index holding just the rows
+    # asked for (a scan of a whole index reads the whole history just the same)
+    partial = ("VIRTUAL TABLE", "INDEX orders_open", "INDEX orders_fills_missing")
+    for name, plan in plans.items():
+        assert not [p for p in plan if p.startswith("SCAN") and not any(
+            ok in p for ok in partial)], (name, plan)
+    assert any("orders_open" in p or "orders_status" in p for p in plans["open orders"])
+    assert any("orders_fills_missing" in p for p in plans["missing fills"])
+    assert sum("orders_traded" in p for p in plans["last trades"]) == 2
+    assert any("signals_symbol_created" in p for p in plans["recall"])
+
+
 async def test_begin_cycle_numbers_in_one_statement(memory: Memory) -> None:
     assert await memory.begin_cycle(T0) == 1
     assert await memory.begin_cycle(T0 + timedelta(minutes=15)) == 2
@@ -583,20 +644,115 @@ async def test_state_kv(memory: Memory) -> None:
     await memory.set_state("halted", None)  # deleting twice is fine
 
 
-async def test_sim_state_round_trip(tmp_path: Path) -> None:
+def sim_order_row(cid: str, *, open: bool, n: int = 1) -> SimOrderRow:
+    return SimOrderRow(cid, f"b-{cid}", open, json.dumps({"order": {"n": n}}))
+
+
+async def test_sim_rows_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "perun.db"
     mem = await Memory.open(path)
-    assert await mem.load_sim_state() is None
-    state = {
-        "cash": 98_765.43, "positions": {"AAPL": {"qty": 10, "avg": 101.5}},
-        "orders": [{"id": "o1", "status": "filled"}], "clock": "2026-03-02T15:00:00+00:00",
-        "note": "ünïcode ok",
-    }
-    await mem.save_sim_state(state)
+    assert await mem.load_sim(None) is None
+    head = json.dumps({"version": 2, "cash": 98_765.43, "note": "ünïcode ok"})
+    early = SimFillRow("f1", T0, '{"fill_id":"f1"}')
+    late = SimFillRow("f2", T0 + timedelta(days=1), '{"fill_id":"f2"}')
+    await mem.save_sim(head, [sim_order_row("o1", open=True), sim_order_row("o2", open=True)],
+                       [early])
+    # o1 is final now; f1 again is kept as it was
+    await mem.save_sim(head, [sim_order_row("o1", open=False, n=2)],
+                       [late, SimFillRow("f1", T0, "changed")])
     await mem.close()
     mem = await Memory.open(path)
     try:
-        assert await mem.load_sim_state() == state
+        saved = await mem.load_sim(T0 + timedelta(hours=1))
+        assert saved is not None and saved.head == head
+        assert saved.open_orders == [sim_order_row("o2", open=True).data]
+        assert sorted(saved.order_ids) == ["o1", "o2"]
+        assert saved.fills == [late.data]
+        everything = await mem.load_sim(None)
+        assert everything is not None and everything.fills == [early.data, late.data]
+        final = sim_order_row("o1", open=False, n=2).data
+        assert await mem.load_sim_order(client_order_id="o1") == final
+        assert await mem.load_sim_order(broker_order_id="b-o1") == final
+        assert await mem.load_sim_order(client_order_id="nope") is None
+        # a save writes the head and the rows given, nothing of the history before
+        statements: list[str] = []
+        await mem._conn.set_trace_callback(statements.append)
+        await mem.save_sim(head, [], [])
+        await mem._conn.set_trace_callback(None)  # type: ignore[arg-type]  # None clears it
+        assert [st for st in statements if "INSERT" in st.upper()] == [
+            st for st in statements if "INTO state" in st
+        ]
+    finally:
+        await mem.close()
+
+
+def v1_database(path: Path, blob: str | None) -> None:
+    """A database as Perun left it at schema version 1, the sim account as one blob."""
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA_VERSION_TABLE + ";" + MIGRATIONS[0])
+    conn.execute("INSERT INTO schema_version VALUES (1, '2026-11-24T00:00:00+00:00')")
+    conn.execute("INSERT INTO state VALUES ('halted', 'kill switch', '2026-11-24')")
+    if blob is not None:
+        conn.execute("INSERT INTO state VALUES ('sim_state', ?, '2026-11-24')", (blob,))
+    conn.commit()
+    conn.close()
+
+
+async def test_migration_splits_the_old_sim_blob(tmp_path: Path) -> None:
+    cal = TradingCalendar()
+    opened = datetime(2026, 11, 24, 14, 30, tzinfo=UTC)
+    clock = FrozenClock(opened + timedelta(minutes=20))
+    old = SimBroker(["AAPL", "MSFT"], clock, cal, store=DictSimStore())
+    bought = await old.submit(OrderRequest(client_order_id="m1", symbol="AAPL", side=Side.BUY,
+                                           qty=10))
+    await old.submit(OrderRequest(client_order_id="m2", symbol="MSFT", side=Side.BUY, qty=2,
+                                  type=OrderType.LIMIT, limit_price=1.0))
+    # the version 1 document: the head with every order and fill in it
+    orders = await old.open_orders()
+    blob = {
+        **old.head(),
+        "version": 1,
+        "orders": [
+            {"order": o.model_dump(mode="json"), "time_in_force": "day",
+             "expires_at": "2026-11-24T21:00:00+00:00",
+             "scanned_until": "2026-11-24T14:51:00+00:00", "fill_count": int(o.filled_qty > 0)}
+            for o in [bought, *orders]
+        ],
+        "fills": [f.model_dump(mode="json") for f in old.fills],
+    }
+    path = tmp_path / "perun.db"
+    v1_database(path, json.dumps(blob))
+    mem = await Memory.open(path)
+    try:
+        assert await mem.schema_version() == LATEST_VERSION
+        assert await mem.get_state("halted") == "kill switch"  # other keys untouched
+        head = json.loads(await mem.get_state("sim_state") or "")
+        assert head == {**old.head(), "version": 2}
+        assert raw(path, "SELECT client_order_id, open FROM sim_orders ORDER BY rowid") == [
+            ("m1", 0), ("m2", 1)
+        ]
+        [(fill_ts,)] = raw(path, "SELECT ts FROM sim_fills")
+        assert fill_ts == memory_module._ts(old.fills[0].ts)  # the memory's time format
+        # the broker carries on from the migrated rows
+        clock.advance(timedelta(minutes=1))
+        new = SimBroker(["AAPL", "MSFT"], clock, cal, store=mem)
+        assert (await new.account()).cash == (await old.account()).cash
+        assert [p.qty for p in await new.positions()] == [10]
+        assert [o.client_order_id for o in await new.open_orders()] == ["m2"]
+        got = await new.order_by_client_id("m1")
+        assert got is not None and got.status is OrderStatus.FILLED
+        assert [f.fill_id for f in new.fills] == [f.fill_id for f in old.fills]
+    finally:
+        await mem.close()
+
+
+async def test_migration_without_a_sim_blob(tmp_path: Path) -> None:
+    path = tmp_path / "perun.db"
+    v1_database(path, None)
+    mem = await Memory.open(path)
+    try:
+        assert await mem.load_sim(None) is None
+        assert await mem.get_state("halted") == "kill switch"
     finally:
         await mem.close()
 

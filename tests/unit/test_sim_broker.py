@@ -10,14 +10,20 @@ import asyncio
 import datetime as dt
 import itertools
 import json
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pytest
 
 from perun_tui.brokers.base import Broker, BrokerRejected, UnknownSymbol
-from perun_tui.brokers.sim import SimBroker, SimStore
+from perun_tui.brokers.sim import KEEP_FINAL_ORDERS, SimBroker
+from perun_tui.brokers.sim_store import (
+    DictSimStore,
+    SimFillRow,
+    SimOrderRow,
+    SimStore,
+)
 from perun_tui.market_hours import UTC, FrozenClock, TradingCalendar
 from perun_tui.models import OrderRequest, OrderStatus, OrderType, OrderUpdate, Side
 
@@ -32,31 +38,23 @@ def cal() -> TradingCalendar:
     return TradingCalendar()
 
 
-class DictStore:
+class CountingStore(DictSimStore):
+    """Remembers what each save wrote."""
+
     def __init__(self) -> None:
-        self.state: dict[str, Any] | None = None
-        self.saves = 0
+        super().__init__()
+        self.written: list[tuple[str, list[SimOrderRow], list[SimFillRow]]] = []
 
-    async def load_sim_state(self) -> dict[str, Any] | None:
-        return None if self.state is None else json.loads(json.dumps(self.state))
+    async def save_sim(
+        self, head: str, orders: Sequence[SimOrderRow], fills: Sequence[SimFillRow]
+    ) -> None:
+        self.written.append((head, list(orders), list(fills)))
+        await super().save_sim(head, orders, fills)
 
-    async def save_sim_state(self, state: dict[str, Any]) -> None:
-        self.state = json.loads(json.dumps(state))  # must be JSON-safe
-        self.saves += 1
-
-
-class JsonFileStore:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    async def load_sim_state(self) -> dict[str, Any] | None:
-        if not self.path.exists():
-            return None
-        data: dict[str, Any] = json.loads(self.path.read_text())
+    def last_head(self) -> dict[str, Any]:
+        assert self.head is not None
+        data: dict[str, Any] = json.loads(self.head)
         return data
-
-    async def save_sim_state(self, state: dict[str, Any]) -> None:
-        self.path.write_text(json.dumps(state))
 
 
 def make(
@@ -442,8 +440,8 @@ async def test_first_stream_sees_earlier_updates(cal: TradingCalendar) -> None:
 # --------------------------------------------------------------------------- persistence
 
 
-async def test_persistence_round_trip(cal: TradingCalendar, tmp_path: Path) -> None:
-    store = JsonFileStore(tmp_path / "sim.json")
+async def test_persistence_round_trip(cal: TradingCalendar) -> None:
+    store = CountingStore()
     start = OPEN + dt.timedelta(minutes=20)
     a, _ = make(cal, at=start, store=store)
     await a.start()
@@ -453,9 +451,11 @@ async def test_persistence_round_trip(cal: TradingCalendar, tmp_path: Path) -> N
     acct_a = await a.account()
     pos_a = await a.positions()
     await a.close()
-    state = json.loads((tmp_path / "sim.json").read_text())
-    assert state["version"] == 1 and state["positions"]["AAPL"]["qty"] == 7
-    assert {o["order"]["client_order_id"] for o in state["orders"]} == {"p1", "p2", "p3"}
+    head = store.last_head()
+    assert head["version"] == 2 and head["positions"]["AAPL"]["qty"] == 7
+    assert "orders" not in head and "fills" not in head
+    assert set(store.orders) == {"p1", "p2", "p3"}
+    assert [r.client_order_id for r in store.orders.values() if r.open] == ["p3"]
 
     b, clock_b = make(cal, at=start + dt.timedelta(minutes=1), store=store)
     await b.start()
@@ -465,13 +465,16 @@ async def test_persistence_round_trip(cal: TradingCalendar, tmp_path: Path) -> N
     assert [(p.symbol, p.qty, p.avg_price, p.opened_at) for p in pos_b] == [
         (p.symbol, p.qty, p.avg_price, p.opened_at) for p in pos_a
     ]
-    old = await b.order_by_client_id("p1")
+    old = await b.order_by_client_id("p1")  # final: read from the store
     assert old is not None and old.broker_order_id == bought.broker_order_id
     assert old.status is OrderStatus.FILLED
     assert [o.broker_order_id for o in await b.open_orders()] == [resting.broker_order_id]
     with pytest.raises(BrokerRejected) as exc:
         await b.submit(buy("p1", qty=1))
     assert "client_order_id must be unique" in exc.value.message
+    with pytest.raises(BrokerRejected) as exc:
+        await b.cancel(bought.broker_order_id or "")
+    assert exc.value.status == 422 and "already filled" in exc.value.message
     assert [f.fill_id for f in b.fills] == [f.fill_id for f in a.fills]
     # the resting day order still expires after the restart, and that is saved too
     clock_b.set(CLOSE + dt.timedelta(minutes=5))
@@ -479,57 +482,71 @@ async def test_persistence_round_trip(cal: TradingCalendar, tmp_path: Path) -> N
     c, _ = make(cal, at=CLOSE + dt.timedelta(minutes=6), store=store)
     got = await c.order_by_client_id("p3")  # lazily loads without start()
     assert got is not None and got.status is OrderStatus.EXPIRED
+    assert not store.orders["p3"].open
 
 
 async def test_state_is_saved_after_changes(cal: TradingCalendar) -> None:
-    store = DictStore()
+    store = CountingStore()
     broker, clock = make(cal, at=OPEN + dt.timedelta(minutes=20), store=store)
     await broker.latest(["AAPL"])
     assert store.saves == 0  # reading prices changes nothing
     await broker.submit(buy("s1", qty=1))
-    assert store.saves == 1 and store.state is not None
-    assert store.state["positions"]["AAPL"]["qty"] == 1
+    assert store.saves == 1
+    assert store.last_head()["positions"]["AAPL"]["qty"] == 1
     await broker.submit(buy("s2", qty=1, type=OrderType.LIMIT, limit_price=1.0))
     await broker.cancel((await broker.order_by_client_id("s2")).broker_order_id or "")  # type: ignore[union-attr]
     assert store.saves == 3
+    # each save wrote what changed: the new filled order and its fill, the resting
+    # order, the same order canceled
+    assert [([o.client_order_id for o in orders], [f.fill_id for f in fills])
+            for _, orders, fills in store.written] == [
+        (["s1"], [f"{(await broker.order_by_client_id('s1')).broker_order_id}-1"]),  # type: ignore[union-attr]
+        (["s2"], []),
+        (["s2"], []),
+    ]
     clock.advance(dt.timedelta(minutes=30))
     await broker.latest(["AAPL"])
     assert store.saves == 3
 
 
-class JsonTextStore(DictStore):
-    """A store taking ready-made JSON text, like the memory service."""
+async def test_a_save_does_not_grow_with_history(cal: TradingCalendar) -> None:
+    store = CountingStore()
+    broker, clock = make(cal, at=OPEN + dt.timedelta(minutes=5), store=store)
+    sizes = []
+    for i in range(300):
+        await broker.submit(buy(f"g{i}", qty=1) if i % 2 == 0 else sell(f"g{i}", qty=1))
+        head, orders, fills = store.written[-1]
+        sizes.append(len(head) + sum(len(o.data) for o in orders) + sum(len(f.data) for f in fills))
+        clock.advance(dt.timedelta(seconds=30))
+    # each save writes the one order and its fill, whatever came before (the bytes
+    # vary only with the digits of ids and amounts)
+    assert {(len(orders), len(fills)) for _, orders, fills in store.written} == {(1, 1)}
+    assert max(sizes[-50:]) <= 1.05 * max(sizes[:50])
+    # memory keeps the latest final orders and the recent fills; the store has the rest
+    assert len(broker._orders) == KEEP_FINAL_ORDERS
+    assert len(store.orders) == 300
+    first = await broker.order_by_client_id("g0")
+    assert first is not None and first.status is OrderStatus.FILLED
+    with pytest.raises(BrokerRejected):
+        await broker.submit(buy("g0", qty=1))  # ids stay unique beyond what is in memory
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.texts: list[str] = []
 
-    async def save_sim_state_json(self, text: str) -> None:
-        self.texts.append(text)
-        await self.save_sim_state(json.loads(text))
-
-
-async def test_state_json_is_the_state_encoded(cal: TradingCalendar) -> None:
-    store = JsonTextStore()
+async def test_fills_before_the_reference_close_are_dropped(cal: TradingCalendar) -> None:
+    store = CountingStore()
     broker, clock = make(cal, at=OPEN + dt.timedelta(minutes=20), store=store)
-    await broker.submit(buy("j1", qty=3))
-    await broker.submit(sell("j2", qty=1))
-    await broker.submit(buy("j3", "MSFT", qty=2, type=OrderType.LIMIT, limit_price=1.0))
-    assert store.saves == 3 and len(store.texts) == 3  # the JSON path is taken
-
-    def encoded() -> str:
-        return json.dumps(broker.state(), separators=(",", ":"), ensure_ascii=False)
-
-    assert broker.state_json() == encoded()
-    assert store.texts[-1] == encoded()
-    clock.set(CLOSE + dt.timedelta(minutes=1))  # j3 expires: a cached piece must not be
-    await broker.account()
-    assert broker.state_json() == encoded()
-    assert store.state is not None and store.state["orders"][2]["order"]["status"] == "expired"
-    restored, _ = make(cal, at=CLOSE + dt.timedelta(minutes=2), store=store)
-    await restored.start()
-    assert restored.state_json() == broker.state_json().replace(
-        broker.state()["processed_until"], restored.state()["processed_until"])
+    await broker.submit(buy("d1", "SPY", qty=20))
+    clock.set(dt.datetime(2026, 11, 25, 15, 0, tzinfo=UTC))
+    await broker.submit(buy("d2", "SPY", qty=1))
+    # the base is the 11-24 close: d1 is part of the holdings then, not taken back
+    assert [f.client_order_id for f in broker.fills] == ["d2"]
+    base = (await broker.account()).last_equity
+    restarted, _ = make(cal, at=dt.datetime(2026, 11, 25, 15, 1, tzinfo=UTC), store=store)
+    assert (await restarted.account()).last_equity == base
+    assert [f.client_order_id for f in restarted.fills] == ["d2"]
+    clock.set(dt.datetime(2026, 11, 27, 15, 0, tzinfo=UTC))  # the 11-25 close now
+    await broker.submit(buy("d3", "SPY", qty=1))
+    assert [f.client_order_id for f in broker.fills] == ["d3"]
+    assert len(store.fills) == 3  # the store keeps them all
 
 
 async def test_last_equity_is_previous_close(cal: TradingCalendar) -> None:
