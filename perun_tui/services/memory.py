@@ -45,6 +45,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+from collections import OrderedDict
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -97,6 +98,7 @@ log = logging.getLogger(__name__)
 
 EXCHANGE_TZ = ZoneInfo("America/New_York")
 SIM_STATE_KEY = "sim_state"
+WRITTEN_ROWS_KEPT = 512  # latest orders and signals written, answered without a round trip
 OPEN_ORDER_STATUSES = tuple(s.value for s in OrderStatus if s not in FINAL_ORDER_STATUSES)
 # orders that never reached the market do not start a cooldown
 _NOT_TRADED = (OrderStatus.FAILED.value, OrderStatus.REJECTED.value)
@@ -422,6 +424,37 @@ def _prepare_path(path: Path | str) -> Path:
     return resolved
 
 
+class _Written:
+    """The ``data`` JSON of the latest rows of one table this process committed, by key
+    (the newest ``size``).
+
+    Perun reads back orders and signals it has just written (an order update looks up the
+    order and its signal): those reads are answered from here, without a round trip, with
+    the very text the database holds. Only committed writes go in (see ``Memory._batch``);
+    a write whose outcome is unknown takes its key out. The database has one writer of
+    these tables — this process — so nothing else can make an entry stale.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._rows: OrderedDict[str, str] = OrderedDict()
+
+    def get(self, key: str) -> str | None:
+        return self._rows.get(key)
+
+    def keep(self, rows: Iterable[tuple[str, str]], committed: bool, *, add: bool = True) -> None:
+        """After a write of ``rows`` ((key, data) pairs): remember them when committed
+        (only refresh the ones held already unless ``add``), else forget them."""
+        for key, data in rows:
+            if not committed:
+                self._rows.pop(key, None)
+            elif add or key in self._rows:
+                self._rows[key] = data
+                self._rows.move_to_end(key)
+        while len(self._rows) > self._size:
+            self._rows.popitem(last=False)
+
+
 # --------------------------------------------------------------------------- Memory
 
 
@@ -436,6 +469,8 @@ class Memory:
         self._depth = 0  # 0 none, 1 transaction, >1 nested savepoints
         self._sync_full: bool | None = False  # current synchronous level; None = unknown
         self._closed = False
+        self._written_orders = _Written(WRITTEN_ROWS_KEPT)
+        self._written_signals = _Written(WRITTEN_ROWS_KEPT)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -639,9 +674,15 @@ class Memory:
         async with self._lock:
             return await self._call(_run_reads, queries)
 
-    async def _write_one(self, sql: str, params: Sequence[Any], durable: bool = False) -> None:
+    async def _write_one(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        durable: bool = False,
+        written: Callable[[bool], None] | None = None,
+    ) -> None:
         """One statement: atomic by itself (autocommit outside a transaction)."""
-        await self._batch(((sql, params, False),), durable=durable, atomic=False)
+        await self._batch(((sql, params, False),), durable=durable, atomic=False, written=written)
 
     # ------------------------------------------------------------------ one round trip
 
@@ -655,7 +696,12 @@ class Memory:
         return await run(job, conn._conn, *args)
 
     async def _batch(
-        self, ops: Sequence[_Op], *, durable: bool, atomic: bool = True
+        self,
+        ops: Sequence[_Op],
+        *,
+        durable: bool,
+        atomic: bool = True,
+        written: Callable[[bool], None] | None = None,
     ) -> list[Row]:
         """Run ``ops`` in order in one round trip; the rows of the last one come back.
 
@@ -664,25 +710,37 @@ class Memory:
         open ``transaction()``. Without ``atomic`` (one statement), autocommit. The
         synchronous level is switched in the same round trip when it has to change.
         A cancelled caller does not undo the work: it is already queued as a whole.
+
+        ``written(committed)`` runs while the connection is still held: ``True`` once
+        the work is committed, ``False`` when that is not known (inside the caller's
+        transaction, which may yet roll back; a failure; a cancellation).
         """
         if self._owns_lock():
-            if not atomic:
-                return await self._call(_run_ops, ops)
-            self._depth += 1
             try:
-                return await self._call(_run_savepoint, ops, f"perun_sp{self._depth}")
+                if not atomic:
+                    return await self._call(_run_ops, ops)
+                self._depth += 1
+                try:
+                    return await self._call(_run_savepoint, ops, f"perun_sp{self._depth}")
+                finally:
+                    self._depth -= 1
             finally:
-                self._depth -= 1
+                if written is not None:
+                    written(False)
         async with self._lock:
             self._owner = asyncio.current_task()
+            committed = False
             try:
                 pragma = None if self._sync_full is durable else _SYNC_PRAGMA[durable]
                 if pragma is not None:
                     self._sync_full = None  # unknown until the job has run
                 rows = await self._call(_run_top, ops, pragma, atomic)
                 self._sync_full = durable
+                committed = True
                 return rows
             finally:
+                if written is not None:
+                    written(committed)
                 self._owner = None
 
     # ------------------------------------------------------------------ cycles
@@ -875,16 +933,26 @@ class Memory:
         for t in transitions:
             if t.signal_id != signal.id:
                 raise ValueError(f"transition for {t.signal_id} saved with signal {signal.id}")
-        if not transitions and order is None and fill is None:
-            await self._write_one(_SIGNAL_UPSERT, _signal_row(signal))
+        signal_row = _signal_row(signal)
+        order_row = None if order is None else _order_row(order)
+
+        def written(committed: bool) -> None:
+            self._written_signals.keep([(signal_row[0], signal_row[-1])], committed)
+            if order_row is not None:
+                self._written_orders.keep([(order_row[0], order_row[-1])], committed)
+
+        if not transitions and order_row is None and fill is None:
+            await self._write_one(_SIGNAL_UPSERT, signal_row, written=written)
             return False
-        ops: list[_Op] = [(_SIGNAL_UPSERT, _signal_row(signal), False)]
+        ops: list[_Op] = [(_SIGNAL_UPSERT, signal_row, False)]
         ops += [(_TRANSITION_INSERT, _transition_row(t), False) for t in transitions]
-        if order is not None:
-            ops.append((_ORDER_UPSERT, _order_row(order), False))
+        if order_row is not None:
+            ops.append((_ORDER_UPSERT, order_row, False))
         if fill is not None:
             ops.append((_FILL_INSERT, _fill_row(fill), False))  # last: its rows come back
-        rows = await self._batch(ops, durable=order is not None or fill is not None)
+        rows = await self._batch(
+            ops, durable=order_row is not None or fill is not None, written=written
+        )
         return fill is not None and bool(rows)
 
     async def save_signals(
@@ -907,11 +975,18 @@ class Memory:
         ops: list[_Op] = [(_SIGNAL_UPSERT, signals, True)]
         if transitions:
             ops.append((_TRANSITION_INSERT, transitions, True))
-        await self._batch(ops, durable=False)
+
+        def written(committed: bool) -> None:  # many new signals: refresh, do not add
+            self._written_signals.keep(((r[0], r[-1]) for r in signals), committed, add=False)
+
+        await self._batch(ops, durable=False, written=written)
 
     async def get_signal(self, signal_id: str) -> Signal | None:
-        rows = await self._fetch("SELECT data FROM signals WHERE id = ?", (signal_id,))
-        return Signal.model_validate_json(rows[0][0]) if rows else None
+        data = self._written_signals.get(signal_id)
+        if data is None:
+            rows = await self._fetch("SELECT data FROM signals WHERE id = ?", (signal_id,))
+            data = rows[0][0] if rows else None
+        return None if data is None else Signal.model_validate_json(data)
 
     async def signals(
         self,
@@ -967,20 +1042,29 @@ class Memory:
         """Upsert by ``client_order_id`` (and store ``fill``, a fill of this order, in the
         same transaction); synced to disk before it returns. True when ``fill`` was
         stored now (False when it was stored before, or none was given)."""
+        row = _order_row(order)
+
+        def written(committed: bool) -> None:
+            self._written_orders.keep([(row[0], row[-1])], committed)
+
         if fill is None:
-            await self._write_one(_ORDER_UPSERT, _order_row(order), durable=True)
+            await self._write_one(_ORDER_UPSERT, row, durable=True, written=written)
             return False
         rows = await self._batch(
-            ((_ORDER_UPSERT, _order_row(order), False), (_FILL_INSERT, _fill_row(fill), False)),
+            ((_ORDER_UPSERT, row, False), (_FILL_INSERT, _fill_row(fill), False)),
             durable=True,
+            written=written,
         )
         return bool(rows)
 
     async def get_order(self, client_order_id: str) -> Order | None:
-        rows = await self._fetch(
-            "SELECT data FROM orders WHERE client_order_id = ?", (client_order_id,)
-        )
-        return Order.model_validate_json(rows[0][0]) if rows else None
+        data = self._written_orders.get(client_order_id)
+        if data is None:
+            rows = await self._fetch(
+                "SELECT data FROM orders WHERE client_order_id = ?", (client_order_id,)
+            )
+            data = rows[0][0] if rows else None
+        return None if data is None else Order.model_validate_json(data)
 
     async def order_context(
         self, client_order_id: str

@@ -250,6 +250,32 @@ async def test_signal_transition_and_order_intent_are_atomic(
     assert raw(memory.path, "SELECT status, signal_id FROM orders") == [("intent", sig.id)]
 
 
+async def test_what_was_just_written_is_read_back_without_a_round_trip(
+    memory: Memory,
+) -> None:
+    sig = make_signal(1)
+    approve = sig.transition(SignalStatus.APPROVED, by="auto", reason="a", at=T0)
+    order = make_order(sig)
+    await memory.save_signal(sig, approve, order)
+    statements: list[str] = []
+    await memory._conn.set_trace_callback(statements.append)
+    assert await memory.get_order(order.client_order_id) == order
+    assert await memory.get_signal(sig.id) == sig
+    order.status = OrderStatus.NEW  # the caller's object is not what was stored
+    assert (await memory.get_order(order.client_order_id)).status is OrderStatus.INTENT  # type: ignore[union-attr]
+    await memory.save_order(order)
+    assert (await memory.get_order(order.client_order_id)).status is OrderStatus.NEW  # type: ignore[union-attr]
+    await memory._conn.set_trace_callback(None)  # type: ignore[arg-type]  # None clears it
+    assert not [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    # a write inside a transaction that rolls back leaves the committed version
+    with pytest.raises(RuntimeError):
+        async with memory.transaction():
+            await memory.save_order(order.model_copy(update={"status": OrderStatus.FILLED}))
+            raise RuntimeError("undo")
+    assert (await memory.get_order(order.client_order_id)).status is OrderStatus.NEW  # type: ignore[union-attr]
+    assert raw(memory.path, "SELECT status FROM orders") == [("new",)]
+
+
 async def test_nested_transaction_is_a_savepoint(memory: Memory) -> None:
     async def body() -> None:
         async with memory.transaction():
