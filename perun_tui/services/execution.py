@@ -112,15 +112,26 @@ class ExecutionService:
     ) -> SignalTransition:
         """Commit a signal transition (and optionally an order) then publish it."""
         transition = signal.transition(new, by=by, reason=reason, at=self.now())
-        await self.memory.save_signal(signal, transition, order)
-        if new is SignalStatus.PENDING:
+        await self._commit(signal, [(transition, signal.model_copy())], order)
+        return transition
+
+    async def _commit(
+        self,
+        signal: Signal,
+        moves: list[tuple[SignalTransition, Signal]],
+        order: Order | None = None,
+    ) -> None:
+        """Commit transitions already made on ``signal`` (each with the signal as it was
+        right after it) and optionally an order, in one write; then publish them."""
+        await self.memory.save_signal(signal, [t for t, _ in moves], order)
+        if signal.status is SignalStatus.PENDING:
             self.pending[signal.id] = signal
         else:
             self.pending.pop(signal.id, None)
-        self.bus.publish(SignalChanged(signal=signal.model_copy(), transition=transition))
+        for transition, as_then in moves:
+            self.bus.publish(SignalChanged(signal=as_then, transition=transition))
         if order is not None:
             self.bus.publish(OrderChanged(order=order.model_copy()))
-        return transition
 
     def _log(self, level: Level, message: str) -> None:
         self.bus.publish(LogEvent(level=level, message=message, source="execution"))
@@ -435,18 +446,22 @@ class ExecutionService:
             signal = await self.memory.get_signal(local.signal_id)
         target = _signal_status_for(local.status)
         if signal is not None and target is not None and signal.status is not target:
+            moves: list[tuple[SignalTransition, Signal]] = []
             if signal.status is SignalStatus.APPROVED and target is not SignalStatus.SUBMITTED:
                 # pass through submitted so the history shows the order reached the broker
-                await self._move(
-                    signal,
-                    SignalStatus.SUBMITTED,
-                    by="broker",
-                    reason=f"order {local.broker_order_id or ''} accepted",
+                # (committed with the move after it and the order: one write)
+                why = f"order {local.broker_order_id or ''} accepted"
+                passed = signal.transition(
+                    SignalStatus.SUBMITTED, by="broker", reason=why, at=self.now()
                 )
+                moves.append((passed, signal.model_copy()))
             if signal.can_move_to(target):
                 signal.fill_price = local.filled_avg_price
                 why = _order_reason(local)
-                await self._move(signal, target, by="broker", reason=why, order=local)
+                moved = signal.transition(target, by="broker", reason=why, at=self.now())
+                moves.append((moved, signal.model_copy()))
+            if moves:
+                await self._commit(signal, moves, order=local)
                 return
         await self.memory.save_order(local)
         self.bus.publish(OrderChanged(order=local.model_copy()))
