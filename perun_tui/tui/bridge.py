@@ -10,7 +10,11 @@ A single asyncio task (run as a Textual worker) drains a bus subscription and po
   key — the bus already does so while events wait in the subscription, and the fold here
   does it again across one frame;
 * record events (signals, orders, fills, errors) are kept, in order;
-* log lines are batched and trimmed to what the log panel can hold.
+* log lines are batched and trimmed to what the log panel can hold, lowest levels
+  first: a warning or an error is never dropped to make room for chatter, and what is
+  dropped is counted (the log panel says so);
+* an order update that repeats the previous one for the same order (the broker's reply
+  to the submit and its update stream both report the fill) is logged once.
 
 Nothing here touches a widget.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -44,19 +49,57 @@ from perun_tui.events import (
     PerformanceUpdated,
     SignalChanged,
 )
-from perun_tui.models import OrderStatus, SignalStatus
+from perun_tui.models import Order, OrderStatus, SignalStatus
 from perun_tui.redact import redact
 from perun_tui.tui.messages import BusBatch, LogLine
 
 MAX_INTERVAL_S = 0.5
+ORDERS_REMEMBERED = 500
 _BAD_ORDER = frozenset({OrderStatus.REJECTED, OrderStatus.FAILED, OrderStatus.UNKNOWN})
+_LEVELS = (Level.DEBUG, Level.INFO, Level.WARNING, Level.ERROR)
 
 
 @dataclass(slots=True)
 class Frame:
     events: list[Event] = field(default_factory=list)
     logs: list[LogLine] = field(default_factory=list)
-    skipped_logs: int = 0
+    skipped_logs: Counter[Level] = field(default_factory=Counter)
+
+
+class OrderLog:
+    """The last logged state of each recent order: an update that says nothing new is
+    not logged again."""
+
+    def __init__(self, size: int = ORDERS_REMEMBERED) -> None:
+        self._seen: OrderedDict[str, tuple[object, ...]] = OrderedDict()
+        self._size = size
+
+    def is_news(self, order: Order) -> bool:
+        key = order.client_order_id
+        state = (order.status, order.filled_qty, order.filled_avg_price, order.reason)
+        if self._seen.get(key) == state:
+            return False
+        self._seen[key] = state
+        self._seen.move_to_end(key)
+        while len(self._seen) > self._size:
+            self._seen.popitem(last=False)
+        return True
+
+
+def order_line(order: Order) -> str:
+    """``order BUY AAPL 10 filled @ 231.40 [perun-sim-…]`` — the fill only once there
+    is one (an intent reads ``order BUY AAPL 10 new [...]``, not ``filled 0``)."""
+    size = f"{order.qty:g}" if order.qty is not None else f"${order.notional or 0:,.2f}"
+    done = ""
+    if order.filled_qty:
+        px = f" @ {order.filled_avg_price:.2f}" if order.filled_avg_price else ""
+        partial = order.qty is not None and order.filled_qty < order.qty
+        done = f" ({order.filled_qty:g} filled{px})" if partial else px
+    why = f" — {order.reason}" if order.reason else ""
+    return (
+        f"order {order.side.value.upper()} {order.symbol} {size} {order.status.value}"
+        f"{done} [{order.client_order_id}]{why}"
+    )
 
 
 def log_line_for(event: Event, at: datetime) -> LogLine | None:
@@ -82,6 +125,7 @@ def log_line_for(event: Event, at: datetime) -> LogLine | None:
         )
     elif isinstance(event, OrderChanged):
         level = Level.WARNING if event.order.status in _BAD_ORDER else Level.INFO
+        return LogLine(at, level, redact(order_line(event.order)), "perun")
     elif isinstance(event, CycleFinished):
         level = Level.WARNING if event.report.errors else Level.INFO
     elif isinstance(event, AnalysisFinished):
@@ -95,30 +139,65 @@ def log_line_for(event: Event, at: datetime) -> LogLine | None:
     return LogLine(at, level, redact(event.describe()), "perun")
 
 
-def fold(events: list[Event], at: datetime, max_log_lines: int) -> Frame:
+def trim_logs(lines: list[LogLine], keep: int) -> tuple[list[LogLine], Counter[Level]]:
+    """At most ``keep`` lines, dropping the oldest of the lowest level first (debug,
+    then info, ...); the kept lines stay in order. Returns them and what was dropped."""
+    skipped: Counter[Level] = Counter()
+    extra = len(lines) - keep
+    if extra <= 0:
+        return lines, skipped
+    drop: set[int] = set()
+    for level in _LEVELS:
+        for i, line in enumerate(lines):
+            if extra <= 0:
+                break
+            if line.level is level:
+                drop.add(i)
+                skipped[level] += 1
+                extra -= 1
+        if extra <= 0:
+            break
+    return [line for i, line in enumerate(lines) if i not in drop], skipped
+
+
+def fold(
+    events: list[Event], at: datetime, max_log_lines: int, orders: OrderLog | None = None
+) -> Frame:
     """Coalesce one frame: merge state events per key (first position kept), keep record
-    events in order, collect log lines (trimmed to the newest ``max_log_lines``)."""
+    events in order, collect log lines (trimmed to ``max_log_lines``, lowest levels
+    first); with ``orders``, an order update that repeats the last one is not logged."""
     frame = Frame()
     index: dict[object, int] = {}
     for event in events:
-        line = log_line_for(event, at)
-        if line is not None:
-            frame.logs.append(line)
+        if orders is None or not isinstance(event, OrderChanged) or orders.is_news(event.order):
+            line = log_line_for(event, at)
+            if line is not None:
+                frame.logs.append(line)
         if isinstance(event, LogEvent):
             continue
         key = event.coalesce_key()
         if key is not None:
             i = index.get(key)
             if i is not None:
-                frame.events[i] = frame.events[i].merge(event)
+                frame.events[i] = _merge(frame.events[i], event)
                 continue
             index[key] = len(frame.events)
         frame.events.append(event)
-    extra = len(frame.logs) - max_log_lines
-    if extra > 0:
-        frame.skipped_logs = extra
-        del frame.logs[:extra]
+    frame.logs, frame.skipped_logs = trim_logs(frame.logs, max_log_lines)
     return frame
+
+
+def _merge(older: Event, newer: Event) -> Event:
+    """Merge two state events; a daemon state repeated without its reason keeps the
+    reason (e.g. halted: the header must go on saying why)."""
+    if (
+        isinstance(older, DaemonStateChanged)
+        and isinstance(newer, DaemonStateChanged)
+        and newer.state is older.state
+        and not newer.reason
+    ):
+        return older
+    return older.merge(newer)
 
 
 class Bridge:
@@ -148,6 +227,7 @@ class Bridge:
         self._applied = asyncio.Event()
         self._applied.set()
         self._posted_at = 0.0
+        self._orders = OrderLog()
         self.frames = 0
         self.events_in = 0
 
@@ -195,7 +275,7 @@ class Bridge:
                 if not events:
                     continue
                 self.events_in += len(events)
-                frame = fold(events, self._now(), self._max_log_lines)
+                frame = fold(events, self._now(), self._max_log_lines, self._orders)
                 self._applied.clear()
                 last = loop.time()
                 self._posted_at = time.process_time()

@@ -41,6 +41,7 @@ from perun_tui.market_hours import FrozenClock
 from perun_tui.models import (
     Account,
     Action,
+    Bar,
     CycleReport,
     Fill,
     MarketClock,
@@ -85,6 +86,7 @@ class DemoDaemon:
         self._stopped = asyncio.Event()
         self.calls: list[tuple[str, str]] = []
         self.halt_reason = ""
+        self.bars: dict[str, list[Bar]] = {}
 
     # ------------------------------------------------------------------ DaemonAPI
 
@@ -175,6 +177,9 @@ class DemoDaemon:
 
     def pending_signals(self) -> list[Signal]:
         return sorted(self._pending.values(), key=lambda s: s.created_at)
+
+    def recent_bars(self) -> dict[str, list[Bar]]:
+        return {sym: list(bars) for sym, bars in self.bars.items()}
 
     async def signal_details(self, signal_id: str) -> SignalDetails:
         signal = self._pending.get(signal_id)
@@ -274,6 +279,24 @@ class DemoDaemon:
             if settle is not None:
                 await settle()
 
+    def make_bars(self, seed: int = 5) -> None:
+        """The previous session's last two hours in 15-minute bars (for the sparklines and
+        the previous close), as the real daemon has them after its first cycle."""
+        rng = random.Random(seed)
+        close = datetime(2026, 3, 9, 20, 0, tzinfo=UTC)  # Monday 16:00 ET
+        for i, sym in enumerate(self.settings.trading.symbols):
+            price = BASE_PRICES.get(sym, 100.0) * (0.985 + 0.006 * i)
+            bars: list[Bar] = []
+            for k in range(8):
+                ts = close - timedelta(minutes=15 * (8 - k))
+                step = price * (1 + math.sin(k / 2 + i) * 0.002 + rng.gauss(0, 0.002))
+                bars.append(Bar(symbol=sym, ts=ts, open=round(price, 2),
+                                high=round(max(price, step) * 1.001, 2),
+                                low=round(min(price, step) * 0.999, 2),
+                                close=round(step, 2), volume=1000.0 * (1 + i)))
+                price = step
+            self.bars[sym] = bars
+
     def publish_portfolio(self) -> None:
         q = self._quotes
         aapl = q["AAPL"].last if "AAPL" in q else BASE_PRICES["AAPL"]
@@ -324,6 +347,7 @@ class DemoDaemon:
         """The standard demo screen: prices, a portfolio, a cycle, signals, a log."""
         self.set_state(DaemonState.WAITING)
         self.publish_header()
+        self.make_bars()
         await self.publish_quotes(settle)
         self.publish_portfolio()
         self.bus.publish(LogEvent(Level.INFO, "reconciled 0 local orders with the broker"))

@@ -57,9 +57,14 @@ def et_time(at: datetime, seconds: bool = False) -> str:
     return f"{local:%H:%M:%S}" if seconds else f"{local:%H:%M}"
 
 
-def market_line(market: MarketClock, now: datetime, exchange: str = "NYSE") -> str:
-    """``NYSE open · closes 16:00 ET`` or ``NYSE closed · opens Mon 09:30 ET``."""
+def market_line(
+    market: MarketClock, now: datetime, exchange: str = "NYSE", *, compact: bool = False
+) -> str:
+    """``NYSE open · closes 16:00 ET`` or ``NYSE closed · opens Mon 09:30 ET``;
+    ``compact``: ``open → 16:00`` or ``closed → Mon 09:30``."""
     if market.is_open:
+        if compact:
+            return f"open → {et_time(market.next_close)}"
         return f"{exchange} open · closes {et_time(market.next_close)} ET"
     opens = market.next_open.astimezone(ET)
     days = (opens.date() - now.astimezone(ET).date()).days
@@ -69,7 +74,22 @@ def market_line(market: MarketClock, now: datetime, exchange: str = "NYSE") -> s
         when = f"{opens:%a %H:%M}"
     else:
         when = f"{opens:%a %b} {opens.day} {opens:%H:%M}"
+    if compact:
+        return f"closed → {when}"
     return f"{exchange} closed · opens {when} ET"
+
+
+def fit(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters at a word boundary, with "…" (as is when it
+    fits or the width is not positive)."""
+    if width <= 0 or len(text) <= width:
+        return text
+    if width == 1:
+        return "…"
+    cut = text.rfind(" ", 0, width)
+    if cut < width * 0.6:  # no space near the end: cut inside the word
+        cut = width - 1
+    return text[:cut].rstrip(" ,;:—-(") + "…"
 
 
 def sparkline(values: Sequence[float], width: int) -> str:

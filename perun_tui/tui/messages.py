@@ -7,6 +7,7 @@ applies a whole frame inside one ``batch_update()`` and repaints once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -30,14 +31,19 @@ class BusBatch(Message, bubble=False):
 
     ``events`` keeps record events in order and at most one (merged) state event per
     coalescing key; ``logs`` are the lines for the log panel, trimmed to what the panel can
-    hold (``skipped_logs`` counts the rest).
+    hold, lowest levels first (``skipped_logs`` counts the rest per level).
     """
 
-    def __init__(self, events: list[Event], logs: list[LogLine], skipped_logs: int = 0) -> None:
+    def __init__(
+        self,
+        events: list[Event],
+        logs: list[LogLine],
+        skipped_logs: Mapping[Level, int] | None = None,
+    ) -> None:
         super().__init__()
         self.events = events
         self.logs = logs
-        self.skipped_logs = skipped_logs
+        self.skipped_logs: Mapping[Level, int] = skipped_logs or {}
 
 
 class DaemonExited(Message):

@@ -12,13 +12,15 @@ from perun_tui.events import (
     DaemonState,
     DaemonStateChanged,
     ErrorRaised,
+    Event,
     Level,
     LogEvent,
+    OrderChanged,
     QuotesUpdated,
     ReasoningDelta,
 )
-from perun_tui.models import Quote
-from perun_tui.tui.bridge import Bridge, fold, log_line_for
+from perun_tui.models import Order, OrderStatus, Quote, Side
+from perun_tui.tui.bridge import Bridge, OrderLog, fold, log_line_for
 from perun_tui.tui.messages import BusBatch
 
 NOW = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)
@@ -59,7 +61,48 @@ def test_fold_sends_log_events_to_the_log_only_and_trims_to_the_newest() -> None
     frame = fold(events, NOW, max_log_lines=10)
     assert frame.events == []
     assert [line.text for line in frame.logs] == [f"line {i}" for i in range(40, 50)]
-    assert frame.skipped_logs == 40
+    assert frame.skipped_logs == {Level.INFO: 40}
+
+
+def test_trimming_drops_chatter_first_and_never_a_warning_or_an_error() -> None:
+    events: list[Event] = []
+    for i in range(100):
+        events.append(LogEvent(Level.DEBUG if i % 2 else Level.INFO, f"chatter {i}"))
+        if i % 25 == 0:
+            events.append(LogEvent(Level.ERROR, f"error {i}"))
+            events.append(LogEvent(Level.WARNING, f"warning {i}"))
+    frame = fold(events, NOW, max_log_lines=20)
+    texts = [line.text for line in frame.logs]
+    assert len(texts) == 20
+    assert [t for t in texts if t.startswith(("error", "warning"))] == [
+        f"{kind} {i}" for i in range(0, 100, 25) for kind in ("error", "warning")
+    ]
+    assert texts[-1] == "chatter 98"  # the newest info lines fill the rest, in order
+    assert frame.skipped_logs == {Level.DEBUG: 50, Level.INFO: 38}
+
+
+def test_a_repeated_order_update_is_logged_once_and_an_intent_says_no_fill() -> None:
+    intent = Order(client_order_id="perun-sim-1", symbol="AAPL", side=Side.BUY, qty=10,
+                   status=OrderStatus.NEW, signal_id="s1", created_at=NOW, updated_at=NOW)
+    filled = intent.model_copy(update={"status": OrderStatus.FILLED, "filled_qty": 10,
+                                       "filled_avg_price": 231.4})
+    orders = OrderLog()
+    frame = fold([OrderChanged(intent), OrderChanged(filled)], NOW, 100, orders)
+    again = fold([OrderChanged(filled.model_copy())], NOW, 100, orders)
+    texts = [line.text for line in frame.logs]
+    assert texts == [
+        "order BUY AAPL 10 new [perun-sim-1]",
+        "order BUY AAPL 10 filled @ 231.40 [perun-sim-1]",
+    ]
+    assert again.logs == []
+    assert len(again.events) == 1  # the event itself still reaches the screen
+
+
+def test_a_halt_repeated_without_its_reason_keeps_it() -> None:
+    frame = fold([DaemonStateChanged(DaemonState.HALTED, "daily loss limit"),
+                  DaemonStateChanged(DaemonState.HALTED)], NOW, 100)
+    [state] = frame.events
+    assert isinstance(state, DaemonStateChanged) and state.reason == "daily loss limit"
 
 
 def test_log_levels_for_record_events() -> None:

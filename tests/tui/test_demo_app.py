@@ -66,7 +66,7 @@ async def test_cursor_starts_on_the_oldest_pending_and_a_approves_it() -> None:
         older = daemon.propose("NVDA", Action.BUY, 12, 0.82, "trend", age_s=120)
         await settle(pilot)
         # published newest first, but the table is oldest first with the cursor on it
-        assert [s.id for s in app.main.signals.pending] == [newer.id, older.id] or True
+        assert [s.id for s in app.main.signals.pending] == [newer.id, older.id]
         assert isinstance(app.focused, PendingTable)
         selected = app.main.signals.selected_id()
         assert selected is not None
@@ -331,9 +331,10 @@ async def test_quotes_update_cells_without_rebuilding_rows() -> None:
         table = app.main.market.table
         keys_before = list(table.rows)
         now = DEMO_NOW
-        for i, price in enumerate((100.0, 101.0, 99.5)):
+        # three 15-minute bars; the last one ticks twice (its point follows the price)
+        for minutes, price in ((0, 100.0), (15, 101.0), (30, 98.0), (31, 99.5)):
             daemon.bus.publish(QuotesUpdated({"AAPL": Quote(
-                symbol="AAPL", ts=now + timedelta(minutes=i), bid=price, ask=price,
+                symbol="AAPL", ts=now + timedelta(minutes=minutes), bid=price, ask=price,
                 last=price, volume=1000)}))
             await settle(pilot)
         assert list(table.rows) == keys_before
@@ -341,6 +342,27 @@ async def test_quotes_update_cells_without_rebuilding_rows() -> None:
         assert "99.50" in str(cell)
         assert str(table.get_cell("AAPL", "chg")).startswith("-0.5")
         assert len(str(table.get_cell("AAPL", "trend")).strip()) == 3
+
+
+async def test_change_and_trend_are_seeded_from_the_daemons_bars() -> None:
+    """After a restart the panel does not start flat at +0.0%: the previous close and
+    the recent bars come from the daemon once its first cycle has them."""
+    app, daemon = demo_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.main.bridge is not None)
+        daemon.bus.publish(QuotesUpdated({"AAPL": Quote(
+            symbol="AAPL", ts=DEMO_NOW, bid=231.4, ask=231.4, last=231.4, volume=1000)}))
+        await settle(pilot)
+        table = app.main.market.table
+        assert str(table.get_cell("AAPL", "chg")) == "+0.0%"
+        daemon.make_bars()
+        prev_close = daemon.bars["AAPL"][-1].close
+        daemon.publish_cycle(1)
+        await settle(pilot)
+        await until(pilot, lambda: app.main.market.seeded)
+        expected = (231.4 / prev_close - 1) * 100
+        assert str(table.get_cell("AAPL", "chg")) == f"{expected:+.1f}%"
+        assert len(str(table.get_cell("AAPL", "trend")).strip()) == 9  # 8 bars + live
 
 
 async def test_reasoning_streams_and_previous_cycles_are_reachable() -> None:

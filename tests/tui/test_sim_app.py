@@ -157,3 +157,30 @@ async def test_the_app_survives_an_analyst_error_and_shows_it(tmp_path: Path) ->
             await pilot.press("q")
             await until(pilot, lambda: app._exit, within=10)
         assert app.return_code == 0
+
+
+async def test_recent_decisions_are_back_after_a_restart(
+    tmp_path: Path, ollama: FakeOllama
+) -> None:
+    settings = sim_settings(tmp_path, ollama.url)
+    app = sim_app(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: len(app.main.signals.pending) == 2, within=30)
+        rejected = app.main.signals.selected()
+        assert rejected is not None
+        await pilot.press("r")
+        await until(pilot, lambda: app.main.signals.decision(rejected.id) is not None)
+        await pilot.press("q")
+        await until(pilot, lambda: app._exit, within=10)
+
+    ollama.default_reply = Reply(content=json.dumps({"market_view": "calm", "signals": []}))
+    again = sim_app(settings)
+    async with again.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: again.main.signals.decision(rejected.id) is not None,
+                    within=30)
+        decision = again.main.signals.decision(rejected.id)
+        assert decision is not None and decision.status is SignalStatus.REJECTED
+        shown = again.main.signals.decisions_table.shown(rejected.id, "outcome")
+        assert shown is not None and shown.startswith("rejected")
+        await pilot.press("q")
+        await until(pilot, lambda: again._exit, within=10)

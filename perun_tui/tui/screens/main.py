@@ -28,6 +28,7 @@ from perun_tui.events import (
     AnalysisFinished,
     AnalysisStarted,
     AnalystStatus,
+    CycleFinished,
     DaemonState,
     DaemonStateChanged,
     ErrorRaised,
@@ -41,7 +42,7 @@ from perun_tui.events import (
     ScheduleUpdated,
     SignalChanged,
 )
-from perun_tui.models import Signal
+from perun_tui.models import Signal, SignalStatus
 from perun_tui.redact import redact
 from perun_tui.tui.bridge import Bridge
 from perun_tui.tui.clock import ScreenClock
@@ -52,10 +53,11 @@ from perun_tui.tui.screens.confirm import ConfirmModal
 from perun_tui.tui.screens.details import DetailsChoice, DetailsView, SignalDetailsModal
 from perun_tui.tui.screens.errors import ErrorsModal
 from perun_tui.tui.screens.help import HelpScreen, KeyRow
+from perun_tui.tui.screens.pull import PullModal, PullOutcome
 from perun_tui.tui.widgets.log_panel import LogPanel
 from perun_tui.tui.widgets.market import MarketPanel
 from perun_tui.tui.widgets.portfolio import PortfolioPanel
-from perun_tui.tui.widgets.reasoning import ReasoningPanel
+from perun_tui.tui.widgets.reasoning import ReasoningPanel, stored_doc
 from perun_tui.tui.widgets.signals import SignalsPanel
 from perun_tui.tui.widgets.status_bar import StatusBar
 
@@ -65,6 +67,13 @@ DETAILS_TIMEOUT_S = 10.0
 ERROR_DEDUP_S = 2.0
 _BAD_OUTCOME = ("expired", "refused", "failed", "rejected", "error", "not ", "unknown", "halted")
 _RUNNING = frozenset({DaemonState.WAITING, DaemonState.CYCLING})
+_DECIDED = (
+    SignalStatus.APPROVED, SignalStatus.REJECTED, SignalStatus.EXPIRED, SignalStatus.REFUSED,
+    SignalStatus.SUBMITTED, SignalStatus.FILLED, SignalStatus.PARTIALLY_FILLED,
+    SignalStatus.CANCELED, SignalStatus.FAILED,
+)
+HISTORY_LOOKBACK = 500
+"""How many stored analyses ``[`` searches for an older cycle than those in memory."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +111,10 @@ COMMANDS: tuple[Command, ...] = (
     Command("l", "log_level", "Log", "Cycle the log filter: debug, info, warning, error"),
     Command("e", "errors", "Errors", "Show the recent errors in full", show=False),
     Command("o", "performance", "Perf",
-            "Performance: metrics, equity vs benchmark, calibration, suggestions to apply",
-            show=False),
+            "Performance: metrics, equity vs benchmark, calibration, suggestions to apply"),
+    Command("m", "pull_model", "Pull model",
+            "Download the configured Ollama model when the server does not have it",
+            "the Ollama server lacks the model", show=False),
     Command("left_square_bracket", "prev_cycle", "Prev cycle",
             "Reasoning: show the previous cycle", show=False, key_display="["),
     Command("right_square_bracket", "next_cycle", "Next cycle",
@@ -149,11 +160,19 @@ class MainScreen(Screen[None]):
         self._compact: bool | None = None
         self._last_error_toast = -1e9
         self._key_state: tuple[object, ...] = ()
+        self.missing_model = ""  # the Ollama server lacks it: `m` pulls it
+        self._offered: set[str] = set()  # models a pull was offered for (once each)
+        self._pulling = False
+        self._seed_market = False
 
     def compose(self) -> ComposeResult:
         yield StatusBar(self.clock, self.settings.trading.mode, id="status")
         with Grid(id="body"):
-            yield MarketPanel(self.settings.trading.symbols, id="market")
+            yield MarketPanel(
+                self.settings.trading.symbols,
+                bar_minutes=self.settings.trading.frequency_minutes,
+                id="market",
+            )
             yield PortfolioPanel(id="portfolio")
             yield ReasoningPanel(id="reasoning")
             yield SignalsPanel(id="signals")
@@ -200,7 +219,24 @@ class MainScreen(Screen[None]):
         self.status.set_state(daemon.state)
         self.signals.seed(daemon.pending_signals())
         self._update_keys()
+        self.run_worker(
+            self._load_decisions(), name="decisions", group="history", exit_on_error=False
+        )
         return self.bridge
+
+    async def _load_decisions(self) -> None:
+        """The recent decisions from the database, so a restart does not start empty
+        (the daemon's memory; nothing to load for a daemon without one)."""
+        memory = getattr(self.daemon, "memory", None)
+        signals = getattr(memory, "signals", None)
+        if signals is None:
+            return
+        try:
+            recent = await signals(statuses=_DECIDED, limit=self.signals.keep_decisions)
+        except Exception as exc:  # the screen works without them
+            self.report_error("recent decisions", f"{type(exc).__name__}: {exc}", toast=False)
+            return
+        self.signals.seed_decisions(recent)
 
     async def on_bus_batch(self, message: BusBatch) -> None:
         try:
@@ -209,6 +245,9 @@ class MainScreen(Screen[None]):
                     await self._apply(event)
                 if message.logs or message.skipped_logs:
                     self.log_panel.add(message.logs, message.skipped_logs)
+                if self._seed_market:
+                    self._seed_market = False
+                    self._seed_market_from_daemon()
             self._update_keys()
         finally:
             # the next frame is sent once this one is on screen: self-pacing
@@ -239,7 +278,11 @@ class MainScreen(Screen[None]):
             self.signals.apply(event)
         elif isinstance(event, DaemonStateChanged):
             starting = self.status.state in (DaemonState.STARTING, DaemonState.RECONCILING)
-            self.status.set_state(event.state, event.reason)
+            reason = event.reason
+            if event.state is DaemonState.HALTED and not reason:
+                # merged away on the bus (a newer "halted" without one): ask the daemon
+                reason = getattr(self.daemon, "halt_reason", None) or ""
+            self.status.set_state(event.state, reason)
             if starting and self.daemon is not None and event.state not in (
                 DaemonState.STARTING, DaemonState.RECONCILING
             ):
@@ -250,6 +293,10 @@ class MainScreen(Screen[None]):
             self.status.set_schedule(event)
         elif isinstance(event, AnalystStatus):
             self.status.set_analyst(event)
+            self._analyst_changed(event)
+        elif isinstance(event, CycleFinished):
+            if not self.market.seeded:
+                self._seed_market = True  # the daemon now has its bar window
         elif isinstance(event, AnalysisStarted):
             await self.reasoning.start(event.cycle, event.analyst, self.clock.now())
         elif isinstance(event, AnalysisFinished):
@@ -265,6 +312,65 @@ class MainScreen(Screen[None]):
                 f"realized {money(m.realized_pl)} · win {m.win_rate:.0%} "
                 f"· max dd {m.max_drawdown_pct:.1f}%"
             )
+
+    def _seed_market_from_daemon(self) -> None:
+        recent_bars = getattr(self.daemon, "recent_bars", None)
+        if recent_bars is not None:
+            self.market.seed(recent_bars())
+
+    # ------------------------------------------------------------------ the model
+
+    def _analyst_changed(self, event: AnalystStatus) -> None:
+        """A missing Ollama model: offer to pull it, once per model (``m`` any time)."""
+        self.missing_model = event.missing_model
+        model = event.missing_model
+        if not model or model in self._offered or self._pulling:
+            return
+        if getattr(self.daemon, "pull_model", None) is None:
+            return
+        self._offered.add(model)
+        self._ask_to_pull(model)
+
+    def _ask_to_pull(self, model: str) -> None:
+        host = self.settings.llm.host
+        body = (
+            f"model {model} not found on {host} — pull it now?\n\n"
+            "The download can take a while (several GB); the rules analyst stands in "
+            "meanwhile if llm.fallback is \"rules\". escape cancels it."
+        )
+
+        def answered(ok: bool | None) -> None:
+            if ok:
+                self._pull(model)
+
+        self.app.push_screen(
+            ConfirmModal(f"Pull {model}?", body, "Pull", danger=False), answered
+        )
+
+    def action_pull_model(self) -> None:
+        if self.missing_model and not self._pulling:
+            self._ask_to_pull(self.missing_model)
+
+    def _pull(self, model: str) -> None:
+        pull_model = getattr(self.daemon, "pull_model", None)
+        if pull_model is None or self._pulling:
+            return
+        self._pulling = True
+        self._update_keys()
+
+        def done(outcome: PullOutcome | None) -> None:
+            self._pulling = False
+            self._update_keys()
+            if outcome is None:
+                return
+            severity: SeverityLevel = (
+                "information" if outcome.ok else "warning" if outcome.cancelled else "error"
+            )
+            self.app.notify(
+                redact(outcome.message), title=f"Pull {model}", severity=severity, markup=False
+            )
+
+        self.app.push_screen(PullModal(model, self.settings.llm.host, pull_model), done)
 
     def _notify(self, event: Notification) -> None:
         recent_error = time.monotonic() - self._last_error_toast < ERROR_DEDUP_S
@@ -335,7 +441,7 @@ class MainScreen(Screen[None]):
     def on_command_finished(self, message: CommandFinished) -> None:
         for sid in message.signal_ids:
             self.signals.mark_busy(sid, False)
-        self._update_keys()
+        self._show_daemon_state()  # e.g. halted: shown now, not a bridge frame later
 
     # ------------------------------------------------------------------ key state
 
@@ -363,6 +469,8 @@ class MainScreen(Screen[None]):
             return state is DaemonState.HALTED
         if action == "cycle_now":
             return True if ready and state is DaemonState.WAITING else None
+        if action == "pull_model":
+            return True if self.missing_model and not self._pulling else None
         if action == "performance":
             return True if getattr(self.daemon, "optimizer", None) is not None else None
         return True
@@ -501,12 +609,26 @@ class MainScreen(Screen[None]):
     def action_pause(self) -> None:
         if self.daemon is not None:
             self.daemon.pause()
-            self._update_keys()
+            self._show_daemon_state()
 
     def action_resume(self) -> None:
         if self.daemon is not None:
             self.daemon.resume()
-            self._update_keys()
+            self._show_daemon_state()
+
+    def _show_daemon_state(self) -> None:
+        """Feedback at once: the header and the keys from the daemon's state right after
+        the command, not a bridge frame later (up to half a second under a flood). The
+        event on the bus confirms it (with its reason) when it arrives."""
+        daemon = self.daemon
+        if daemon is not None:
+            state = daemon.state
+            if state is not self.status.state:
+                reason = getattr(daemon, "halt_reason", None) or ""
+                self.status.set_state(
+                    state, reason if state is DaemonState.HALTED else ""
+                )
+        self._update_keys()
 
     def action_halt(self) -> None:
         cancel = self.settings.risk.cancel_on_halt
@@ -544,7 +666,48 @@ class MainScreen(Screen[None]):
         self.app.push_screen(ErrorsModal(list(self.errors)))
 
     async def action_prev_cycle(self) -> None:
-        await self.reasoning.step(-1)
+        if not await self.reasoning.step(-1):
+            oldest = self.reasoning.oldest_cycle
+            if oldest is not None and oldest > 1:
+                self.run_worker(
+                    self._load_cycle_before(oldest), name="reasoning-history",
+                    group="history", exclusive=True, exit_on_error=False,
+                )
+
+    async def _load_cycle_before(self, cycle: int) -> None:
+        """The newest stored analysis older than ``cycle`` (``[`` past what is kept in
+        memory), from the daemon's database."""
+        memory = getattr(self.daemon, "memory", None)
+        analyses = getattr(memory, "analyses", None)
+        if analyses is None:
+            return
+        try:
+            stored = await analyses(HISTORY_LOOKBACK)
+        except Exception as exc:
+            self.report_error("reasoning history", f"{type(exc).__name__}: {exc}", toast=False)
+            return
+        older = [a for a in stored if a.cycle is not None and a.cycle < cycle]
+        if not older:
+            self.app.notify("No older cycle is stored.", title="Reasoning", timeout=3)
+            return
+        found = max(older, key=lambda a: a.cycle)
+        result = found.result
+        usage = result.usage
+        finished = AnalysisFinished(
+            found.cycle, result.analyst, result.market_view, len(result.signals),
+            found.elapsed_s,
+            tokens=usage.prompt_tokens + usage.completion_tokens if usage else None,
+            error=result.error,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            load_ms=usage.load_ms if usage else None,
+            tokens_per_s=usage.tokens_per_s if usage else None,
+        )
+        doc = stored_doc(
+            found.cycle, analyst=result.analyst, elapsed_s=found.elapsed_s,
+            reasoning=result.reasoning, reply=result.raw_reply, finished=finished,
+        )
+        await self.reasoning.add_history(doc)
 
     async def action_next_cycle(self) -> None:
         await self.reasoning.step(+1)

@@ -1,23 +1,53 @@
-"""Log panel: a bounded, level-coloured log with a level filter (``l`` cycles it)."""
+"""Log panel: a bounded, level-coloured log with a level filter (``l`` cycles it).
+
+Under a flood, a frame can bring hundreds of lines for a panel that shows a handful:
+only about twice the visible height is rendered per frame (the newest lines), warnings
+and errors always among them, and a dim line says how many were skipped and of which
+level — nothing is dropped silently. Every line is kept in memory (the newest
+``max_lines``) for the next change of filter.
+
+Lines never wrap: each is fitted to the panel's width at a word boundary, with "…",
+and at narrow widths the time loses its seconds and the level is abbreviated.
+"""
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.events import Resize
 from textual.widgets import RichLog
 
 from perun_tui.events import Level
-from perun_tui.tui.format import et_time
+from perun_tui.tui.format import et_time, fit
 from perun_tui.tui.messages import LogLine
 from perun_tui.tui.widgets.tones import tone
 
 REFILL = 200
+NARROW = 90  # below this many columns: short time and level
+MIN_PER_FRAME = 20
 LEVELS = (Level.DEBUG, Level.INFO, Level.WARNING, Level.ERROR)
 _RANK = {level: i for i, level in enumerate(LEVELS)}
 _TONE = {Level.DEBUG: "text-muted", Level.INFO: "", Level.WARNING: "warning", Level.ERROR: "error"}
+_SHORT = {Level.DEBUG: "DBG", Level.INFO: "INF", Level.WARNING: "WRN", Level.ERROR: "ERR"}
+
+
+def keep_newest(lines: list[LogLine], budget: int) -> tuple[list[LogLine], Counter[Level]]:
+    """The newest ``budget`` lines with every warning and error among them (when they
+    alone exceed the budget, the newest of them), in order; and what was left out."""
+    if len(lines) <= budget:
+        return lines, Counter()
+    important = [i for i, line in enumerate(lines) if line.level in (Level.WARNING, Level.ERROR)]
+    keep = set(important[-budget:])
+    for i in range(len(lines) - 1, -1, -1):
+        if len(keep) >= budget:
+            break
+        keep.add(i)
+    hidden = Counter(line.level for i, line in enumerate(lines) if i not in keep)
+    return [line for i, line in enumerate(lines) if i in keep], hidden
 
 
 class LogPanel(Vertical):
@@ -28,7 +58,8 @@ class LogPanel(Vertical):
         self._max_lines = max_lines
         self._lines: deque[LogLine] = deque(maxlen=max_lines)
         self._level = Level.INFO
-        self.skipped = 0
+        self._width = 0
+        self.skipped: Counter[Level] = Counter()
 
     def compose(self) -> ComposeResult:
         log = RichLog(
@@ -39,6 +70,12 @@ class LogPanel(Vertical):
 
     def on_mount(self) -> None:
         self._retitle()
+
+    def on_resize(self, event: Resize) -> None:
+        width = self.content_region.width - 1  # the log's vertical scrollbar
+        if width != self._width:
+            self._width = width
+            self._refill()  # fitted to the new width
 
     @property
     def level(self) -> Level:
@@ -51,27 +88,39 @@ class LogPanel(Vertical):
     def lines(self) -> list[LogLine]:
         return list(self._lines)
 
-    def add(self, lines: list[LogLine], skipped: int = 0) -> None:
+    @property
+    def per_frame(self) -> int:
+        """How many lines one frame renders at most: about twice the visible height."""
+        return max(MIN_PER_FRAME, 2 * self.log_widget.size.height)
+
+    def add(self, lines: list[LogLine], skipped: Mapping[Level, int] | None = None) -> None:
         """Append one frame's lines with a single write (one render, one scroll)."""
-        self.skipped += skipped
+        self._lines.extend(lines)
         floor = _RANK[self._level]
+        shown, hidden = keep_newest(
+            [line for line in lines if _RANK[line.level] >= floor], self.per_frame
+        )
+        for level, n in (skipped or {}).items():
+            if _RANK[level] >= floor:
+                hidden[level] += n
+        self.skipped.update(hidden)
         texts: list[Text] = []
-        if skipped:
-            texts.append(Text(f"… {skipped} log line(s) skipped under load", style="dim"))
-        for line in lines:
-            self._lines.append(line)
-            if _RANK[line.level] >= floor:
-                texts.append(self._line_text(line))
+        if hidden:
+            texts.append(self._skipped_text(hidden))
+        texts.extend(self._line_text(line) for line in shown)
         if texts:
             self.log_widget.write(Text("\n").join(texts))
 
     def cycle_level(self) -> Level:
-        """Next filter level (debug → info → warning → error → debug).
-
-        Re-renders only the newest ``REFILL`` matching lines, so the key answers at once
-        even with a full log; older lines stay in memory for the next change.
-        """
+        """Next filter level (debug → info → warning → error → debug)."""
         self._level = LEVELS[(_RANK[self._level] + 1) % len(LEVELS)]
+        self._refill()
+        self._retitle()
+        return self._level
+
+    def _refill(self) -> None:
+        """Re-render the newest ``REFILL`` matching lines (the key answers at once even
+        with a full log; older lines stay in memory for the next change)."""
         floor = _RANK[self._level]
         texts: list[Text] = []
         for line in reversed(self._lines):
@@ -83,15 +132,28 @@ class LogPanel(Vertical):
         log.clear()
         if texts:
             log.write(Text("\n").join(reversed(texts)))
-        self._retitle()
-        return self._level
 
     def _retitle(self) -> None:
         self.border_title = f"Log · {self._level.value}+"
 
+    def _skipped_text(self, hidden: Counter[Level]) -> Text:
+        total = sum(hidden.values())
+        parts = ", ".join(f"{n} {level.value}" for level, n in _by_rank(hidden.items()))
+        return Text(
+            fit(f"… {total} line(s) not shown under load ({parts})", self._width), style="dim"
+        )
+
     def _line_text(self, line: LogLine) -> Text:
         style = tone(self, _TONE[line.level])
-        text = Text(f"{et_time(line.at, seconds=True)} ", style="dim")
-        text.append(f"{line.level.value.upper():7} ", style=style or "")
-        text.append(line.text, style=style if line.level is not Level.INFO else "")
+        narrow = 0 < self._width < NARROW
+        stamp = et_time(line.at, seconds=not narrow)
+        level = _SHORT[line.level] if narrow else f"{line.level.value.upper():7}"
+        text = Text(f"{stamp} ", style="dim")
+        text.append(f"{level} ", style=style or "")
+        room = self._width - len(stamp) - len(level) - 2 if self._width else 0
+        text.append(fit(line.text, room), style=style if line.level is not Level.INFO else "")
         return text
+
+
+def _by_rank(items: Iterable[tuple[Level, int]]) -> list[tuple[Level, int]]:
+    return sorted(items, key=lambda item: -_RANK[item[0]])

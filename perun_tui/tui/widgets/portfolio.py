@@ -5,20 +5,21 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from perun_tui.events import PortfolioUpdated
 from perun_tui.models import Order, Position
 from perun_tui.tui.format import money, qty, signed_money, signed_pct
+from perun_tui.tui.widgets.table import CellTable
 from perun_tui.tui.widgets.tones import tone
 
 _COLUMNS = (
-    ("Symbol", "sym", False),
-    ("Qty", "qty", True),
-    ("Avg", "avg", True),
-    ("Value", "value", True),
-    ("P&L", "pl", True),
-    ("P&L %", "plpct", True),
+    ("Symbol", "sym"),
+    ("Qty", "qty"),
+    ("Avg", "avg"),
+    ("Value", "value"),
+    ("P&L", "pl"),
+    ("P&L %", "plpct"),
 )
 _COMPACT = frozenset({"sym", "qty", "avg", "pl"})
 
@@ -29,21 +30,22 @@ class PortfolioPanel(Vertical):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._positions: dict[str, Position] = {}
-        self._cells: dict[tuple[str, str], str] = {}
         self._compact = False
         self._last: PortfolioUpdated | None = None
         self._statics: dict[str, object] = {}
 
     def compose(self) -> ComposeResult:
         yield Static("waiting for the account…", id="account")
-        table: DataTable[Text] = DataTable(id="positions", cursor_type="none")
+        table = CellTable(
+            right=("qty", "avg", "value", "pl", "plpct"), id="positions", cursor_type="none"
+        )
         table.can_focus = False
         yield table
         yield Static("", id="orders")
 
     @property
-    def table(self) -> DataTable[Text]:
-        return self.query_one("#positions", DataTable)
+    def table(self) -> CellTable:
+        return self.query_one("#positions", CellTable)
 
     def on_mount(self) -> None:
         self._build()
@@ -56,13 +58,8 @@ class PortfolioPanel(Vertical):
                 self.update_portfolio(self._last)
 
     def _build(self) -> None:
-        table = self.table
-        table.clear(columns=True)
-        self._cells.clear()
         self._positions.clear()
-        for label, key, _ in _COLUMNS:
-            if not self._compact or key in _COMPACT:
-                table.add_column(label, key=key)
+        self.table.reset(c for c in _COLUMNS if not self._compact or c[1] in _COMPACT)
 
     def update_portfolio(self, event: PortfolioUpdated) -> None:
         self._last = event
@@ -86,40 +83,21 @@ class PortfolioPanel(Vertical):
     def _update_positions(self, positions: list[Position]) -> None:
         table = self.table
         incoming = {p.symbol: p for p in positions if p.qty != 0}
-        for sym in list(self._positions):
-            if sym not in incoming:
-                table.remove_row(sym)
-                del self._positions[sym]
-                for cell in [c for c in self._cells if c[0] == sym]:
-                    del self._cells[cell]
+        for sym in [s for s in self._positions if s not in incoming]:
+            table.drop_row(sym)
+            del self._positions[sym]
         for sym, pos in sorted(incoming.items()):
-            if sym not in self._positions:
-                table.add_row(*(Text("") for _ in table.columns), key=sym)
             self._positions[sym] = pos
             pl = pos.unrealized_pl
             pl_tone = tone(self, "success" if pl > 0 else "error" if pl < 0 else "")
-            cells = {
+            table.write_row(sym, {
                 "sym": (sym, ""),
                 "qty": (qty(pos.qty), ""),
                 "avg": (money(pos.avg_price), ""),
                 "value": (money(pos.market_value), ""),
                 "pl": (signed_money(pl), pl_tone),
                 "plpct": (signed_pct(pos.unrealized_pl_pct), pl_tone),
-            }
-            for col, (text, style) in cells.items():
-                if col not in table.columns:
-                    continue
-                stamp = f"{style}|{text}"
-                previous = self._cells.get((sym, col))
-                if previous == stamp:
-                    continue
-                self._cells[(sym, col)] = stamp
-                table.update_cell(
-                    sym,
-                    col,
-                    Text(text, style=style, justify="left" if col == "sym" else "right"),
-                    update_width=previous is None or len(stamp) > len(previous),
-                )
+            })
 
     def _update_orders(self, orders: list[Order]) -> None:
         if not orders:

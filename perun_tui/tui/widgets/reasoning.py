@@ -1,10 +1,15 @@
-"""Reasoning panel: the analyst's text streaming live as markdown, one document per cycle.
+"""Reasoning panel: the analyst's text streaming live, then as markdown, one per cycle.
 
-Text arrives already batched: the bridge merges the deltas of one frame (at most ~10 a
-second, fewer under load), and each frame's text is one awaited ``Markdown.append()``. So
-appends never queue up behind the widget, and their cost counts towards the frame budget
-that paces the bridge. The last ``KEEP`` cycles stay in memory; ``[`` and ``]`` page
-through them while the live cycle keeps recording in the background.
+While a cycle is being analysed its text streams into one widget: a ``Static`` showing
+the tail that fits the panel ("tail -f"), repainted in place once per bridge frame — no
+new widgets, no layout pass. Streaming into ``Markdown`` instead mounts a block widget
+per paragraph and re-lays out the whole screen each time (tens of ms per paragraph
+under a flood). When the analysis finishes, the cycle's document is rendered once as
+full markdown, scrollable.
+
+The last ``KEEP`` cycles stay in memory; ``[`` and ``]`` page through them while the
+live cycle keeps recording in the background, and older cycles are loaded from the
+database on demand (``add_history``).
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
-from textual.widgets import Markdown
+from textual.widgets import Markdown, Static
 
 from perun_tui.events import AnalysisFinished
 
@@ -36,6 +42,8 @@ class _Doc:
     started_mono: float | None = None  # real elapsed time, whatever the daemon clock does
     elapsed_s: float | None = None
     tokens: int | None = None
+    usage: str = ""  # "456 in / 63 out · 45 tok/s"
+    load_ms: float | None = None
     error: str | None = None
     finished: bool = False
     channel: str = ""
@@ -43,6 +51,8 @@ class _Doc:
     parts: list[str] = field(default_factory=list)
     size: int = 0
     run: int = 0  # characters since the last paragraph break
+    raw: list[tuple[str, str]] = field(default_factory=list)  # (channel, text), live view
+    raw_size: int = 0
 
     @property
     def text(self) -> str:
@@ -50,6 +60,7 @@ class _Doc:
 
     def add(self, channel: str, text: str) -> str:
         """Append a delta; returns the markdown fragment to write (with any separator)."""
+        self._add_raw(channel, text)
         fragment = ""
         if channel != self.channel:
             if self.fenced:
@@ -84,10 +95,36 @@ class _Doc:
         self.run = len(text) - space - 1
         return text[:space] + "\n\n" + text[space + 1 :]
 
+    def _add_raw(self, channel: str, text: str) -> None:
+        if self.raw_size >= MAX_DOC_CHARS:
+            return
+        if self.raw and self.raw[-1][0] == channel:
+            self.raw[-1] = (channel, self.raw[-1][1] + text)
+        else:
+            self.raw.append((channel, text))
+        self.raw_size += len(text)
+
+    def tail(self, chars: int) -> Text:
+        """The newest ``chars`` characters of the streamed text, thinking in italics."""
+        pieces: list[tuple[str, str]] = []
+        left = chars
+        for channel, text in reversed(self.raw):
+            if left <= 0:
+                break
+            piece = text[-left:]
+            left -= len(piece)
+            pieces.append((piece, "italic" if channel == "thinking" else ""))
+        out = Text()
+        for piece, style in reversed(pieces):
+            out.append(piece, style=style)
+        return out
+
     def finish(self, event: AnalysisFinished) -> str:
         self.finished = True
         self.elapsed_s = event.elapsed_s
         self.tokens = event.tokens
+        self.usage = usage_line(event)
+        self.load_ms = event.load_ms
         self.analyst = event.analyst or self.analyst
         self.error = event.error
         fragment = ""
@@ -115,6 +152,39 @@ class _Doc:
         return fragment
 
 
+def stored_doc(
+    cycle: int,
+    *,
+    analyst: str,
+    elapsed_s: float,
+    reasoning: str,
+    reply: str,
+    finished: AnalysisFinished,
+) -> _Doc:
+    """A cycle's document rebuilt from what the database keeps (older cycles): the
+    rules analyst's reasoning is its reply; an LLM's is its thinking, then its reply."""
+    doc = _Doc(cycle, analyst=analyst, elapsed_s=elapsed_s)
+    if analyst.startswith("rules"):
+        doc.add("content", reasoning or reply)
+    else:
+        if reasoning:
+            doc.add("thinking", reasoning)
+        if reply:
+            doc.add("content", reply)
+    doc.finish(finished)
+    return doc
+
+
+def usage_line(event: AnalysisFinished) -> str:
+    """``456 in / 63 out · 45 tok/s`` (the load time goes to the subtitle)."""
+    if event.prompt_tokens is None or event.completion_tokens is None:
+        return f"{event.tokens} tok" if event.tokens else ""
+    line = f"{event.prompt_tokens} in / {event.completion_tokens} out"
+    if event.tokens_per_s:
+        line += f" · {event.tokens_per_s:.0f} tok/s"
+    return line
+
+
 class _FollowingMarkdown(Markdown):
     """Markdown that keeps its scrolling parent at the end as it grows (while ``follow``)."""
 
@@ -135,18 +205,35 @@ class ReasoningPanel(Vertical):
         self._live: int | None = None
         self._shown: int | None = None
         self._now: datetime | None = None
+        self._streaming = False  # the live view (not the markdown) is on screen
 
     def compose(self) -> ComposeResult:
+        yield Static("", id="reasoning-live")
         with VerticalScroll(id="reasoning-scroll"):
             yield _FollowingMarkdown("*Waiting for the first analysis…*", id="reasoning-md")
+
+    def on_mount(self) -> None:
+        self.live_view.display = False
 
     @property
     def markdown(self) -> _FollowingMarkdown:
         return self.query_one("#reasoning-md", _FollowingMarkdown)
 
     @property
+    def live_view(self) -> Static:
+        return self.query_one("#reasoning-live", Static)
+
+    @property
+    def scroll(self) -> VerticalScroll:
+        return self.query_one("#reasoning-scroll", VerticalScroll)
+
+    @property
     def shown_cycle(self) -> int | None:
         return self._shown
+
+    @property
+    def streaming(self) -> bool:
+        return self._streaming
 
     @property
     def cycles(self) -> list[int]:
@@ -162,9 +249,18 @@ class ReasoningPanel(Vertical):
         doc = self._docs.get(cycle)
         if doc is None:
             doc = self._docs[cycle] = _Doc(cycle)
-            while len(self._docs) > KEEP:
-                self._docs.popitem(last=False)
+            self._forget()
         return doc
+
+    def _forget(self) -> None:
+        """Keep ``KEEP`` cycles: drop the oldest, but never the live or the shown one."""
+        while len(self._docs) > KEEP:
+            for cycle in self._docs:
+                if cycle not in (self._live, self._shown):
+                    del self._docs[cycle]
+                    break
+            else:
+                return
 
     async def start(self, cycle: int, analyst: str, at: datetime) -> None:
         doc = self._doc(cycle)
@@ -180,35 +276,67 @@ class ReasoningPanel(Vertical):
     async def append(self, cycle: int, channel: str, text: str) -> None:
         if cycle not in self._docs:
             await self.start(cycle, "", self._now or datetime.now().astimezone())
-        fragment = self._doc(cycle).add(channel, text)
-        if fragment and cycle == self._shown:
-            await self._append(fragment)
+        self._doc(cycle).add(channel, text)
+        if cycle == self._shown and self._streaming:
+            self._paint_live()
 
     async def finish(self, event: AnalysisFinished) -> None:
-        fragment = self._doc(event.cycle).finish(event)
-        if fragment and event.cycle == self._shown:
-            await self._append(fragment)
+        doc = self._doc(event.cycle)
+        doc.finish(event)
+        if event.analyst and not doc.analyst:
+            doc.analyst = event.analyst
+        if event.cycle == self._shown:
+            await self.show(event.cycle)  # the whole document, as markdown, once
         self._retitle()
-
-    async def _append(self, fragment: str) -> None:
-        """Append to the shown document; keep following the end unless scrolled up."""
-        scroll = self.query_one("#reasoning-scroll", VerticalScroll)
-        markdown = self.markdown
-        markdown.follow = scroll.scroll_y >= scroll.max_scroll_y - 1
-        await markdown.append(fragment)
 
     async def show(self, cycle: int) -> None:
-        """Display one cycle's document."""
-        if cycle not in self._docs:
+        """Display one cycle: streaming (live, unfinished) or as markdown."""
+        doc = self._docs.get(cycle)
+        if doc is None:
             return
         self._shown = cycle
-        markdown = self.markdown
-        markdown.follow = True
-        await markdown.update(self._docs[cycle].text)
+        streaming = not doc.finished
+        self._streaming = streaming
+        self.live_view.display = streaming
+        self.scroll.display = not streaming
+        if streaming:
+            self._paint_live()
+            self.call_after_refresh(self._paint_live)  # once the view has its size
+        else:
+            markdown = self.markdown
+            markdown.follow = True
+            await markdown.update(doc.text)
+            self.scroll.scroll_end(animate=False, immediate=True)
         self._retitle()
 
+    def on_resize(self) -> None:
+        if self._streaming:
+            self._paint_live()
+
+    def _paint_live(self) -> None:
+        """Show the tail of the live document that fits, in place (no layout pass)."""
+        doc = self._docs.get(self._shown) if self._shown is not None else None
+        view = self.live_view
+        width, height = view.content_region.width, view.content_region.height
+        if doc is None or width <= 0 or height <= 0:
+            return
+        text = doc.tail(width * height * 2)
+        lines = text.wrap(self.app.console, width, overflow="fold")
+        tail = Text("\n").join(lines[-height:])
+        view.update(tail, layout=False)
+
+    async def add_history(self, doc: _Doc) -> None:
+        """A cycle older than those in memory (from the database): keep it, show it."""
+        self._docs[doc.cycle] = doc
+        self._docs.move_to_end(doc.cycle, last=False)
+        ordered = sorted(self._docs.items())
+        self._docs.clear()
+        self._docs.update(ordered)
+        await self.show(doc.cycle)
+        self._forget()
+
     async def step(self, delta: int) -> bool:
-        """Show the previous (-1) or next (+1) cycle; False when there is none."""
+        """Show the previous (-1) or next (+1) cycle; False when there is none in memory."""
         if self._shown is None or not self._docs:
             return False
         cycles = list(self._docs)
@@ -218,6 +346,10 @@ class ReasoningPanel(Vertical):
             return False
         await self.show(cycles[j])
         return True
+
+    @property
+    def oldest_cycle(self) -> int | None:
+        return next(iter(self._docs), None)
 
     def tick(self, now: datetime) -> None:
         self._now = now
@@ -229,20 +361,23 @@ class ReasoningPanel(Vertical):
         doc = self._docs.get(self._shown) if self._shown is not None else None
         if doc is None:
             self.border_title = "Reasoning"
+            self.border_subtitle = ""
             return
         bits = [f"Reasoning · cycle {doc.cycle}"]
         if doc.elapsed_s is not None:
             bits.append(f"{doc.elapsed_s:.1f} s")
         elif doc.started_mono is not None:
             bits.append(f"{time.monotonic() - doc.started_mono:.0f} s")
-        if doc.tokens:
-            bits.append(f"{doc.tokens} tok")
-        if doc.analyst:
-            bits.append(doc.analyst)
+        if doc.usage:
+            bits.append(doc.usage)
         if doc.error:
             bits.append("failed")
         self.border_title = " · ".join(bits)
+        sub: list[str] = []
         if self._live is not None and self._shown != self._live:
-            self.border_subtitle = f"history · live is cycle {self._live} · ]"
-        else:
-            self.border_subtitle = ""
+            sub.append(f"history · live is cycle {self._live} · ]")
+        if doc.analyst:
+            sub.append(doc.analyst)
+        if doc.load_ms:
+            sub.append(f"load {doc.load_ms:.0f} ms")
+        self.border_subtitle = " · ".join(sub)

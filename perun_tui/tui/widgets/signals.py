@@ -11,16 +11,16 @@ from collections import OrderedDict
 from datetime import datetime
 from typing import ClassVar
 
-from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.coordinate import Coordinate
-from textual.widgets import DataTable, Label
+from textual.widgets import Label
 
 from perun_tui.events import SignalChanged
 from perun_tui.models import Action, Signal, SignalStatus
 from perun_tui.tui.format import age, et_time, money, qty, time_left
+from perun_tui.tui.widgets.table import CellTable
 from perun_tui.tui.widgets.tones import tone
 
 KEEP_DECISIONS = 50
@@ -75,7 +75,7 @@ def _what(signal: Signal) -> str:
     return f"{signal.action.value.upper()} {signal.symbol}{size}"
 
 
-class PendingTable(DataTable[Text]):
+class PendingTable(CellTable):
     """The pending signals; ``enter`` opens the details of the highlighted one."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -91,17 +91,13 @@ class SignalsPanel(Vertical):
         self._pending: dict[str, Signal] = {}
         self._decisions: OrderedDict[str, Signal] = OrderedDict()
         self._busy: set[str] = set()
-        self._cells: dict[tuple[str, str], str] = {}
-        self._dcells: dict[tuple[str, str], str] = {}
         self._compact = False
         self._now: datetime | None = None
 
     def compose(self) -> ComposeResult:
-        yield PendingTable(id="pending", cursor_type="row", zebra_stripes=False)
+        yield PendingTable(right=_RIGHT, id="pending", cursor_type="row", zebra_stripes=False)
         yield Label("Recent decisions", id="decisions-title")
-        decisions: DataTable[Text] = DataTable(
-            id="decisions", cursor_type="none", show_header=False
-        )
+        decisions = CellTable(id="decisions", cursor_type="none", show_header=False)
         decisions.can_focus = False
         yield decisions
 
@@ -110,8 +106,8 @@ class SignalsPanel(Vertical):
         return self.query_one("#pending", PendingTable)
 
     @property
-    def decisions_table(self) -> DataTable[Text]:
-        return self.query_one("#decisions", DataTable)
+    def decisions_table(self) -> CellTable:
+        return self.query_one("#decisions", CellTable)
 
     def on_mount(self) -> None:
         self._build()
@@ -124,22 +120,13 @@ class SignalsPanel(Vertical):
     def _build(self) -> None:
         selected = self.selected_id()
         table = self.pending_table
-        table.clear(columns=True)
-        self._cells.clear()
-        for label, key in _PENDING_COMPACT if self._compact else _PENDING_FULL:
-            table.add_column(label, key=key)
+        table.reset(_PENDING_COMPACT if self._compact else _PENDING_FULL)
         for sid in self._pending:
-            table.add_row(*(Text("") for _ in table.columns), key=sid)
             self._paint_pending(sid)
         if selected in self._pending:
             table.move_cursor(row=table.get_row_index(selected), animate=False)
-        decisions = self.decisions_table
-        decisions.clear(columns=True)
-        self._dcells.clear()
-        for label, key in _DECISIONS_COMPACT if self._compact else _DECISIONS_FULL:
-            decisions.add_column(label, key=key)
+        self.decisions_table.reset(_DECISIONS_COMPACT if self._compact else _DECISIONS_FULL)
         for sid in self._decisions:
-            decisions.add_row(*(Text("") for _ in decisions.columns), key=sid)
             self._paint_decision(sid)
         self._retitle()
 
@@ -179,6 +166,25 @@ class SignalsPanel(Vertical):
                 self._put_pending(signal)
         self._after_change(None)
 
+    @property
+    def keep_decisions(self) -> int:
+        return KEEP_DECISIONS
+
+    def seed_decisions(self, signals: list[Signal]) -> None:
+        """Recent decisions from the database (after a restart); what the bus has shown
+        meanwhile is newer and wins. The table is rebuilt in time order."""
+        merged = {
+            s.id: s for s in signals
+            if s.action is not Action.HOLD and s.status is not SignalStatus.PENDING
+        }
+        merged.update(self._decisions)
+        ordered = sorted(merged.values(), key=lambda s: s.updated_at or s.created_at)
+        self._decisions = OrderedDict((s.id, s) for s in ordered[-KEEP_DECISIONS:])
+        self.decisions_table.reset(_DECISIONS_COMPACT if self._compact else _DECISIONS_FULL)
+        for sid in self._decisions:
+            self._paint_decision(sid)
+        self.decisions_table.scroll_end(animate=False)
+
     def apply(self, event: SignalChanged) -> None:
         selected = self.selected_id()
         signal = event.signal
@@ -204,9 +210,6 @@ class SignalsPanel(Vertical):
             self._paint_pending(sid)
 
     def _put_pending(self, signal: Signal) -> None:
-        table = self.pending_table
-        if signal.id not in self._pending:
-            table.add_row(*(Text("") for _ in table.columns), key=signal.id)
         self._pending[signal.id] = signal
         self._paint_pending(signal.id)
 
@@ -214,19 +217,14 @@ class SignalsPanel(Vertical):
         if signal_id in self._pending:
             del self._pending[signal_id]
             self._busy.discard(signal_id)
-            self.pending_table.remove_row(signal_id)
-            for key in [k for k in self._cells if k[0] == signal_id]:
-                del self._cells[key]
+            self.pending_table.drop_row(signal_id)
 
     def _put_decision(self, signal: Signal) -> None:
         table = self.decisions_table
         if signal.id not in self._decisions:
-            table.add_row(*(Text("") for _ in table.columns), key=signal.id)
             while len(self._decisions) >= KEEP_DECISIONS:
                 old, _ = self._decisions.popitem(last=False)
-                table.remove_row(old)
-                for key in [k for k in self._dcells if k[0] == old]:
-                    del self._dcells[key]
+                table.drop_row(old)
         self._decisions[signal.id] = signal
         self._paint_decision(signal.id)
         table.scroll_end(animate=False)
@@ -266,7 +264,7 @@ class SignalsPanel(Vertical):
             "age": (age(signal.created_at, now) if now is not None else "", ""),
             "ttl": (ttl, tone(self, "warning") if ttl == "expired" else ""),
         }
-        self._write(self.pending_table, self._cells, sid, cells)
+        self.pending_table.write_row(sid, cells)
 
     def _paint_decision(self, sid: str) -> None:
         signal = self._decisions[sid]
@@ -277,28 +275,4 @@ class SignalsPanel(Vertical):
             "what": (_what(signal), ""),
             "outcome": (text, tone(self, tone_name)),
         }
-        self._write(self.decisions_table, self._dcells, sid, cells)
-
-    @staticmethod
-    def _write(
-        table: DataTable[Text],
-        cache: dict[tuple[str, str], str],
-        row: str,
-        cells: dict[str, tuple[str, str]],
-    ) -> None:
-        for col in table.columns:
-            key = str(col.value)
-            if key not in cells:
-                continue
-            text, style = cells[key]
-            stamp = f"{style}|{text}"
-            previous = cache.get((row, key))
-            if previous == stamp:
-                continue
-            cache[(row, key)] = stamp
-            table.update_cell(
-                row,
-                key,
-                Text(text, style=style, justify="right" if key in _RIGHT else "left"),
-                update_width=previous is None or len(stamp) > len(previous),
-            )
+        self.decisions_table.write_row(sid, cells)

@@ -11,9 +11,31 @@ from textual.widgets import Label
 from perun_tui.events import AnalystStatus, DaemonState, ScheduleUpdated
 from perun_tui.models import MarketClock
 from perun_tui.tui.clock import ScreenClock
-from perun_tui.tui.format import duration, et_time, market_line
+from perun_tui.tui.format import duration, et_time, fit, market_line
 
 _STATE_CLASSES = {state: f"-{state.value}" for state in DaemonState}
+_NO_SCHEDULE = frozenset(
+    {DaemonState.HALTED, DaemonState.PAUSED, DaemonState.STOPPED, DaemonState.STOPPING}
+)
+REASON_CHARS = 40
+REASON_CHARS_COMPACT = 18
+
+
+def analyst_text(event: AnalystStatus) -> str:
+    """``qwen3:8b`` when it is in use; else what is used and a short why:
+    ``rules · Ollama down``, ``rules · qwen3:8b missing`` (the full story is in the
+    tooltip and the log)."""
+    if event.available or not event.detail:
+        return event.name
+    used = event.name.split(" (", 1)[0]  # "rules (fallback)" → "rules"
+    detail = event.detail
+    if event.missing_model:
+        why = f"{event.missing_model} missing"
+    elif "not reachable" in detail.lower() or "unreachable" in detail.lower():
+        why = "Ollama down"
+    else:
+        why = fit(detail.split(" — ", 1)[0].split(";", 1)[0], 28)
+    return f"{used} · {why}"
 
 
 class StatusBar(Horizontal):
@@ -25,11 +47,10 @@ class StatusBar(Horizontal):
         self._mode = mode
         self._state = DaemonState.STARTING
         self._reason = ""
+        self._halt_reason = ""
         self._next_cycle: datetime | None = None
         self._market: MarketClock | None = None
-        self._analyst = ""
-        self._analyst_detail = ""
-        self._analyst_ok = True
+        self._analyst: AnalystStatus | None = None
         self._stopping = False
         self._compact = False
         self._texts: dict[str, str] = {}
@@ -57,6 +78,15 @@ class StatusBar(Horizontal):
     # ------------------------------------------------------------------ updates
 
     def set_state(self, state: DaemonState, reason: str = "") -> None:
+        """The daemon's state and why. Halted keeps its reason until the halt is cleared,
+        even when the state is re-announced without one (e.g. after a resume)."""
+        if state is DaemonState.HALTED:
+            self._halt_reason = reason or self._halt_reason
+            reason = self._halt_reason
+        elif state in (DaemonState.WAITING, DaemonState.CYCLING):
+            self._halt_reason = ""
+        if state is self._state and reason == self._reason:
+            return
         self._state = state
         self._reason = reason
         self._render_state()
@@ -73,33 +103,36 @@ class StatusBar(Horizontal):
         self.tick()
 
     def set_analyst(self, event: AnalystStatus) -> None:
-        self._analyst = event.name
-        self._analyst_detail = event.detail
-        self._analyst_ok = event.available
-        text = event.name if event.available or not event.detail else (
-            f"{event.name} · {event.detail}"
-        )
-        label = self._set("analyst", text)
+        self._analyst = event
+        label = self._set("analyst", analyst_text(event))
         label.set_class(not event.available, "-fallback")
         label.tooltip = event.detail or None
 
     def set_compact(self, compact: bool) -> None:
         self._compact = compact
+        self._render_state()
         self.tick()
 
     @property
     def state(self) -> DaemonState:
         return self._state
 
+    @property
+    def reason(self) -> str:
+        return self._reason
+
     def _render_state(self) -> None:
         if self._stopping and self._state not in (DaemonState.STOPPED,):
             text, cls = "● stopping…", "-stopping"
         else:
             text = f"● {self._state.value}"
-            if self._reason and self._state in (DaemonState.HALTED, DaemonState.PAUSED):
-                text += f" ({self._reason})"
+            reason = self._reason
+            if reason and self._state in (DaemonState.HALTED, DaemonState.STOPPED):
+                room = REASON_CHARS_COMPACT if self._compact else REASON_CHARS
+                text += f" ({fit(reason, room)})"
             cls = _STATE_CLASSES[self._state]
         label = self._set("state", text)
+        label.tooltip = self._reason or None
         for other in _STATE_CLASSES.values():
             label.set_class(other == cls, other)
         label.set_class(cls == "-stopping", "-stopping")
@@ -107,11 +140,7 @@ class StatusBar(Horizontal):
     def tick(self) -> None:
         """Refresh the clock-dependent parts (called about once a second)."""
         now = self._clock.now()
-        if self._next_cycle is None or self._state in (
-            DaemonState.HALTED,
-            DaemonState.STOPPED,
-            DaemonState.STOPPING,
-        ):
+        if self._next_cycle is None or self._state in _NO_SCHEDULE or self._stopping:
             schedule = ""
         elif self._state is DaemonState.CYCLING:
             schedule = "cycle running"
@@ -124,6 +153,5 @@ class StatusBar(Horizontal):
         self._set("schedule", schedule)
         market = ""
         if self._market is not None:
-            line = market_line(self._market, now)
-            market = line.removesuffix(" ET") if self._compact else line
+            market = market_line(self._market, now, compact=self._compact)
         self._set("market", market)
