@@ -69,8 +69,18 @@ def binomial_p_value(hits: int, n: int) -> float | None:
     if n <= 0:
         return None
     k = min(hits, n - hits)
-    # exact integers: 2.0**n overflows a float from n = 1024 independent signals on
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / (1 << n)
+    # P(X ≤ k) summed in floats from its largest term C(n, k) / 2**n down, each term from
+    # the one above it: exact integers cost O(n²) (seconds per report after a few thousand
+    # signals) and 2.0**n overflows a float from n = 1024
+    term = math.exp(
+        math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) - n * math.log(2)
+    )
+    tail = 0.0
+    for i in range(k, -1, -1):
+        tail += term
+        if term <= tail * 1e-17:  # the terms only shrink from here: nothing left to add
+            break
+        term *= i / (n - i + 1)
     return min(1.0, 2.0 * tail)
 
 

@@ -105,6 +105,14 @@ def test_binomial_p_value_by_hand() -> None:
     assert binomial_p_value(0, 0) is None
 
 
+def test_binomial_p_value_matches_exact_integers() -> None:
+    for n in (1, 2, 7, 30, 101, 500):
+        for hits in range(n + 1):
+            k = min(hits, n - hits)
+            exact = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
+            assert binomial_p_value(hits, n) == pytest.approx(exact, rel=1e-9, abs=1e-300)
+
+
 def test_binomial_p_value_of_a_long_history() -> None:
     # 2.0**n overflows from n = 1024: long runs failed with OverflowError (errno 34)
     assert binomial_p_value(2000, 4000) == 1.0
