@@ -40,7 +40,7 @@ from perun_tui.brokers.alpaca.mapping import (
     utc,
 )
 from perun_tui.brokers.alpaca.market_clock import AlpacaSession, compare_calendar, compare_clock
-from perun_tui.brokers.alpaca.stream import Notice, OrderStream, StreamStats
+from perun_tui.brokers.alpaca.stream import Notice, OrderStream, StreamStats, probe_stream
 from perun_tui.brokers.base import (
     BrokerError,
     BrokerRejected,
@@ -151,7 +151,7 @@ class AlpacaBroker:
         self._data_url = sdk_url_override(cfg.data_url)
         self._use_stream = stream
         self._calendar = calendar or default_calendar()
-        self._now = now or (lambda: datetime.now(UTC))
+        self.now = now or (lambda: datetime.now(UTC))
         self.limiter = TokenBucket(cfg.max_requests_per_minute)
         self.stats = BrokerStats()
         self._trading: Any = None
@@ -211,7 +211,7 @@ class AlpacaBroker:
         """The trading endpoint in use (for messages)."""
         return self._trading_url or default_trading_url(self.mode)
 
-    def _missing_keys_message(self) -> str:
+    def missing_keys_message(self) -> str:
         return (
             f"Alpaca API keys are not set for {self.mode} mode: set APCA_API_KEY_ID and "
             "APCA_API_SECRET_KEY (in the environment or .env), or alpaca.key_id / "
@@ -256,7 +256,7 @@ class AlpacaBroker:
 
     def _clients(self) -> tuple[Any, Any]:
         if not self.keys_present:
-            raise ConfigError(self._missing_keys_message())
+            raise ConfigError(self.missing_keys_message())
         with self._clients_lock:
             if self._trading is None:
                 from alpaca.data.historical.stock import StockHistoricalDataClient
@@ -346,7 +346,7 @@ class AlpacaBroker:
         if self._keys_ok:
             return
         if not self.keys_present:
-            raise ConfigError(self._missing_keys_message())
+            raise ConfigError(self.missing_keys_message())
         trading, _ = await self._sdk()
         try:
             acct = await self._call("account", "read", trading.get_account)
@@ -480,7 +480,7 @@ class AlpacaBroker:
         """Compare Alpaca's next sessions (holidays, early closes) with the local NYSE
         calendar; differences become a warning notice. None when Alpaca could not be
         asked (advisory: never fails start-up)."""
-        today = self._now().astimezone(NY).date()
+        today = self.now().astimezone(NY).date()
         end = today + timedelta(days=_CALENDAR_SESSIONS * 7 // 5 + 6)
         try:
             sessions = (await self.calendar(today, end))[:_CALENDAR_SESSIONS]
@@ -551,7 +551,7 @@ class AlpacaBroker:
         # without the NYSE schedule (not built yet) a holiday may hide in the window
         slack = 0 if self._calendar.window is not None else (2 if unit == "Day" else 1)
         start = history_start(
-            self._now(), timeframe_minutes, n, self._is_session_day, slack_sessions=slack
+            self.now(), timeframe_minutes, n, self._is_session_day, slack_sessions=slack
         )
         request = StockBarsRequest(
             symbol_or_symbols=list(symbols),
@@ -687,6 +687,14 @@ class AlpacaBroker:
         return self.updates.updates()
 
     # ------------------------------------------------------------------ doctor
+
+    async def probe_stream(self) -> str | None:
+        """Connect, authenticate and close the order-update stream once: None when that
+        worked, else why not (for ``perun doctor``, which runs no stream of its own)."""
+        return await probe_stream(
+            self._key, self._secret, paper=self.mode == "paper", url=self.updates.url,
+            timeout_s=self.timeout_s,
+        )
 
     async def doctor_checks(self) -> list[tuple[str, bool, str]]:
         """(check, ok, detail) for ``perun doctor``; see ``alpaca.doctor``."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from perun_tui.brokers.alpaca.history import NY
-from perun_tui.brokers.alpaca.stream import probe_stream
 from perun_tui.brokers.base import BrokerError, BrokerRejected
 from perun_tui.config import ConfigError
 
@@ -32,7 +31,7 @@ def _age(seconds: float) -> str:
 
 async def doctor_checks(broker: AlpacaBroker) -> list[Check]:
     if not broker.keys_present:
-        return [("alpaca keys", False, broker._missing_keys_message())]
+        return [("alpaca keys", False, broker.missing_keys_message())]
     checks: list[Check] = [
         (
             "alpaca keys",
@@ -138,7 +137,7 @@ async def _data(broker: AlpacaBroker) -> Check:
         )
     missing = [s for s in symbols if s not in quotes]
     newest = max(q.ts for q in quotes.values())
-    age = (broker._now() - newest).total_seconds()
+    age = (broker.now() - newest).total_seconds()
     detail = f"feed {feed}: {len(quotes)}/{len(symbols)} symbols, newest data {_age(age)} old"
     if missing:
         detail += f"; no data for {', '.join(missing)} (check trading.symbols)"
@@ -158,10 +157,7 @@ async def _stream(broker: AlpacaBroker) -> Check:
             return ("alpaca stream", True, f"order updates connected at {where}")
         why = f" ({stream.last_error})" if stream.last_error else ""
         return ("alpaca stream", False, f"order updates {stream.state} at {where}{why}{what_then}")
-    problem = await probe_stream(
-        broker._key, broker._secret, paper=broker.mode == "paper", url=stream.url,
-        timeout_s=broker.timeout_s,
-    )
+    problem = await broker.probe_stream()
     if problem is None:
         return ("alpaca stream", True, f"order updates: connected and authorized at {where}")
     return ("alpaca stream", False, f"order updates: cannot connect to {where}: {problem}"
