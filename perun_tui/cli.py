@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
+import os
 import re
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from perun_tui import __version__
 from perun_tui.config import ConfigError, Settings, load_settings
 from perun_tui.redact import redact
+from perun_tui.services.instance_lock import AlreadyRunning
 
 DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 
@@ -135,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "run" and args.headless:
             from perun_tui.headless import run_headless
 
-            return asyncio.run(
+            code = asyncio.run(
                 run_headless(
                     settings,
                     cycles=args.cycles,
@@ -144,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     verbose=args.verbose,
                 )
             )
+            exit_now(code)
         if command == "doctor":
             from perun_tui.commands import run_doctor
 
@@ -172,6 +178,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"perun: {redact(str(exc))}", file=sys.stderr)
         return ConfigError.exit_code
+    except AlreadyRunning as exc:
+        print(f"perun: {exc}", file=sys.stderr)
+        return AlreadyRunning.exit_code
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process once the daemon has stopped and the database is closed.
+
+    The interpreter would otherwise wait at exit for every worker thread — one stuck in
+    a broker HTTP call that never answers holds it there until its session timeout
+    (``alpaca.request_timeout_s``, 10 s by default), breaking the promise to exit within
+    5 s of a signal. Nothing is left to save: output is flushed here, then ``os._exit``.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 def _run_tui(settings: Settings, args: argparse.Namespace) -> int:

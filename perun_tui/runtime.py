@@ -24,6 +24,7 @@ from perun_tui.market_hours import (
 )
 from perun_tui.redact import register_secrets
 from perun_tui.services.ai import AnalysisService
+from perun_tui.services.instance_lock import InstanceLock
 from perun_tui.services.memory import Memory
 from perun_tui.services.notification import NotificationService, build_notification_service
 from perun_tui.services.optimization import DailySummary, Optimizer
@@ -42,6 +43,7 @@ class Runtime:
     notifications: NotificationService
     optimizer: Optimizer
     summary: DailySummary
+    instance_lock: InstanceLock | None = None  # one trading Perun per database
 
     async def close(self) -> None:
         # summaries and queued notifications first: they read memory and need the loop
@@ -51,7 +53,11 @@ class Runtime:
         await self.notifications.aclose()
         with contextlib.suppress(Exception):
             await self.broker.close()
-        await self.memory.close()
+        try:
+            await self.memory.close()
+        finally:
+            if self.instance_lock is not None:
+                self.instance_lock.release()
 
 
 def build_broker(
@@ -117,7 +123,13 @@ async def build_runtime(
         from perun_tui.brokers.alpaca import check_keys
 
         await check_keys(settings)
-    memory = await Memory.open(settings.database_path())
+    # one trading Perun per database, taken before anything is read (AlreadyRunning)
+    instance_lock = InstanceLock.acquire(settings.database_path())
+    try:
+        memory = await Memory.open(settings.database_path())
+    except BaseException:
+        instance_lock.release()
+        raise
     try:
         if clock is None:
             clock = (
@@ -129,6 +141,7 @@ async def build_runtime(
         primary, fallback = build_analyst(settings)
     except Exception:
         await memory.close()
+        instance_lock.release()
         raise
     notifications = build_notification_service(settings, bus)
     config_path = None if settings.source == "defaults" else Path(settings.source)
@@ -161,4 +174,5 @@ async def build_runtime(
         notifications=notifications,
         optimizer=optimizer,
         summary=summary,
+        instance_lock=instance_lock,
     )
