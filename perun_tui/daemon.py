@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from perun_tui.brokers.base import Broker, BrokerError
+from perun_tui.brokers.base import Broker, BrokerError, BrokerRetryable
 from perun_tui.bus import EventBus
 from perun_tui.config import Settings
 from perun_tui.events import (
@@ -141,6 +141,8 @@ class OrchestrationDaemon:
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._failures = 0
+        self._retry_after_s = 0.0  # a 429's Retry-After / X-RateLimit-Reset for the retry
+        self._early_retry = False  # retry at once when the broker answers again (per streak)
         self._tasks: list[asyncio.Task[None]] = []
         self._cycle_task: asyncio.Task[CycleReport] | None = None
         self._account: Account | None = None
@@ -209,7 +211,10 @@ class OrchestrationDaemon:
         if not self._paused:
             return
         self._paused = False
-        self._set_state(DaemonState.HALTED if self.halt_reason else DaemonState.WAITING)
+        if self.halt_reason:
+            self._set_state(DaemonState.HALTED, self.halt_reason)
+        else:
+            self._set_state(DaemonState.WAITING)
         self._wake.set()
 
     async def halt(self, reason: str = "kill switch") -> None:
@@ -230,7 +235,6 @@ class OrchestrationDaemon:
         await self.notifications.notify("Halted", reason, Level.ERROR, "halt")
         if self.settings.risk.cancel_on_halt:
             await self._cancel_open_orders()
-        self._wake.set()
 
     async def clear_halt(self) -> None:
         async with self._halt_lock:
@@ -293,7 +297,12 @@ class OrchestrationDaemon:
                     break
                 if self._paused:
                     continue
-                await self._run_cycle_guarded()
+                if self.halt_reason:
+                    # halted: the slot passes without a cycle (no cycle row, no
+                    # halted→cycling→halted flicker); it still counts for max_cycles
+                    self.cycles_run += 1
+                else:
+                    await self._run_cycle_guarded()
                 if self.max_cycles is not None and self.cycles_run >= self.max_cycles:
                     break
         finally:
@@ -323,6 +332,8 @@ class OrchestrationDaemon:
             self.execution.halted = True
             self._set_state(DaemonState.HALTED, halt)
             self._log(Level.WARNING, f"halted since last run: {halt} — clear it to trade")
+            if self.settings.risk.cancel_on_halt:
+                await self._cancel_open_orders()
         else:
             self._set_state(DaemonState.WAITING)
         await self._refresh_portfolio()
@@ -382,7 +393,7 @@ class OrchestrationDaemon:
         retry = bool(self._failures)
         if retry:
             # a failed cycle is retried after its backoff, not at the next slot
-            real_s = min(MAX_BACKOFF_S, 2.0**self._failures)
+            real_s = self._backoff_s()
             speed = self.clock.speed if isinstance(self.clock, SimClock) else 1.0
             self.next_cycle_at = now + timedelta(seconds=real_s * speed)
         elif self.every_s is not None:
@@ -423,18 +434,44 @@ class OrchestrationDaemon:
             raise
         except Exception as exc:
             self._failures += 1
+            self._retry_after_s = (
+                exc.retry_after_s
+                if isinstance(exc, BrokerRetryable) and exc.status == 429
+                else 0.0
+            )
+            if self._failures == 1:
+                self._early_retry = isinstance(exc, BrokerError)
             where = f"cycle {self.current_cycle}"
             message = f"{type(exc).__name__}: {exc}"
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             await self._record_error(where, message, detail)
-            wait = min(MAX_BACKOFF_S, 2.0**self._failures)
+            wait = self._backoff_s()
             self._log(Level.ERROR, f"{where} failed: {message}; retrying after {wait:.0f}s")
             return
         finally:
             self._cycle_task = None
             self.cycles_run += 1
-        self._failures = 0 if not report.errors else self._failures
+        # the cycle got through its broker calls: the backoff starts again from scratch
+        # (a cycle that only had errors, e.g. the analyst's, is not retried)
+        self._failures, self._retry_after_s, self._early_retry = 0, 0.0, False
         self.bus.publish(CycleFinished(report=report))
+
+    def _backoff_s(self) -> float:
+        """How long a failed cycle waits for its retry: what the broker asked for after a
+        429 (Retry-After / X-RateLimit-Reset), else 2, 4, 8… s up to MAX_BACKOFF_S."""
+        if self._retry_after_s > 0:
+            return min(MAX_BACKOFF_S, self._retry_after_s)
+        return min(MAX_BACKOFF_S, 2.0**self._failures)
+
+    def _broker_answered(self) -> None:
+        """A broker call succeeded. After a cycle failed on a broker error, the first one
+        ends the backoff: the cycle is retried now, not after up to MAX_BACKOFF_S (once
+        per run of failures, so a cycle that keeps failing still backs off)."""
+        if self._early_retry and self._failures and self._cycle_task is None:
+            self._early_retry = False
+            self._log(Level.INFO, "the broker answers again: retrying the cycle now")
+            self._run_now = True
+            self._wake.set()
 
     async def _record_error(self, where: str, message: str, detail: str = "") -> None:
         self._error(where, message, detail)
@@ -492,6 +529,7 @@ class OrchestrationDaemon:
 
     async def _tick_quotes(self) -> None:
         quotes = await self.broker.latest(self.symbols)
+        self._broker_answered()
         if quotes:
             self._quotes.update(quotes)
             self.bus.publish(QuotesUpdated(quotes=quotes))
@@ -528,6 +566,7 @@ class OrchestrationDaemon:
         except BrokerError as exc:
             self._log(Level.WARNING, f"portfolio refresh failed: {exc}")
             return
+        self._broker_answered()
         self._account = account
         self._positions = {p.symbol: p for p in positions}
         self._open_orders = open_orders
@@ -536,7 +575,18 @@ class OrchestrationDaemon:
         )
 
     async def _cancel_open_orders(self) -> None:
-        for order in list(self._open_orders):
+        """risk.cancel_on_halt: cancel what is open at the broker now (asked afresh: the
+        portfolio's list can be minutes old, or empty at start-up)."""
+        try:
+            orders = await self.broker.open_orders()
+        except BrokerError as exc:
+            orders = list(self._open_orders)
+            self._log(
+                Level.ERROR,
+                f"cancel on halt: could not list open orders ({exc}); canceling the "
+                f"{len(orders)} known",
+            )
+        for order in orders:
             if order.broker_order_id:
                 try:
                     await self.broker.cancel(order.broker_order_id)
@@ -609,7 +659,10 @@ class OrchestrationDaemon:
             report.finished_at = self.clock.now()
             await self.memory.finish_cycle(report)
             if self.state is DaemonState.CYCLING:
-                self._set_state(DaemonState.HALTED if self.halt_reason else DaemonState.WAITING)
+                if self.halt_reason:
+                    self._set_state(DaemonState.HALTED, self.halt_reason)
+                else:
+                    self._set_state(DaemonState.WAITING)
         return report
 
     def _interruption(self) -> str:
