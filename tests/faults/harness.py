@@ -53,7 +53,7 @@ from typing import Any
 
 from tests.fakes.alpaca_server import FakeAlpaca
 from tests.fakes.ollama_server import FakeOllama
-from tests.faults.child import JOURNAL_ENV
+from tests.faults.child import CRASH_ENV, CRASH_EXIT, CRASH_POINTS, JOURNAL_ENV
 from tests.faults.trader import Trader
 from tests.sim import SIM_START
 
@@ -70,11 +70,28 @@ INTERRUPTS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 # --------------------------------------------------------------------------- results
 
 
+#: the counters that must stay 0: the headline names every one, so a failure can't hide
+FAILURE_COUNTERS = (
+    "duplicates",
+    "lost_signals",
+    "unknown_broker_orders",
+    "integrity_failures",
+    "position_mismatches",
+    "unrecorded_events",
+    "fill_gaps",
+    "slow_exits",
+    "crashes",
+    "soak_invisible",
+    "soak_stuck",
+    "soak_unfired",
+)
+
+
 @dataclass
 class Tally:
-    """What a run found; the four headline figures must stay 0."""
+    """What a run found; every counter in FAILURE_COUNTERS must stay 0."""
 
-    kills: int = 0
+    kills: int = 0  # kill -9s and crash hooks after which there was a database to check
     interrupts: int = 0
     duplicates: int = 0
     lost_signals: int = 0
@@ -83,8 +100,11 @@ class Tally:
     position_mismatches: int = 0
     unrecorded_events: int = 0  # printed by a process but not in its database
     fill_gaps: int = 0  # orders whose stored fills do not add up to their filled qty
-    slow_or_failed_exits: int = 0
+    slow_exits: int = 0  # a signal not ending the process, code 0, within EXIT_BUDGET_S
     crashes: int = 0  # a process that ended by itself when it should have kept running
+    soak_invisible: int = 0  # an injected fault that fired but the user was not told
+    soak_stuck: int = 0  # no clean cycle after a fault
+    soak_unfired: int = 0  # an injected fault that never hit a request (a harness bug)
     max_exit_s: float = 0.0
     exit_times: list[float] = field(default_factory=list)
     cycles: int = 0
@@ -93,37 +113,35 @@ class Tally:
     signals: int = 0
     pending_checked: int = 0  # pending/approved signals carried across a kill and checked
     kill_points: Counter[str] = field(default_factory=Counter)
+    crash_points: Counter[str] = field(default_factory=Counter)  # crash hooks that fired
     problems: list[str] = field(default_factory=list)
 
+    _SUMMED = (
+        "kills", "interrupts", *FAILURE_COUNTERS, "cycles", "orders", "fills", "signals",
+        "pending_checked",
+    )
+
     def add(self, other: Tally) -> None:
-        for name in (
-            "kills", "interrupts", "duplicates", "lost_signals", "unknown_broker_orders",
-            "integrity_failures", "position_mismatches", "unrecorded_events",
-            "fill_gaps", "slow_or_failed_exits", "crashes", "cycles", "orders", "fills", "signals",
-            "pending_checked",
-        ):
+        for name in self._SUMMED:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.max_exit_s = max(self.max_exit_s, other.max_exit_s)
         self.exit_times.extend(other.exit_times)
         self.kill_points.update(other.kill_points)
+        self.crash_points.update(other.crash_points)
         self.problems.extend(other.problems)
 
     @property
     def ok(self) -> bool:
-        return not (
-            self.duplicates or self.lost_signals or self.unknown_broker_orders
-            or self.integrity_failures or self.position_mismatches or self.unrecorded_events
-            or self.fill_gaps or self.slow_or_failed_exits or self.crashes
-        )
+        return not any(getattr(self, name) for name in FAILURE_COUNTERS)
 
     def headline(self) -> dict[str, Any]:
+        """The last line of ``python -m tests.faults``: the issue's four figures first, then
+        every other failure counter, then ``ok`` — nothing that failed reads as 0."""
         return {
             "bench": "faults",
             "kills": self.kills,
-            "duplicates": self.duplicates,
-            "lost_signals": self.lost_signals,
-            "unknown_broker_orders": self.unknown_broker_orders,
-            "integrity_failures": self.integrity_failures,
+            **{name: getattr(self, name) for name in FAILURE_COUNTERS},
+            "ok": self.ok,
         }
 
     def details(self) -> dict[str, Any]:
@@ -132,11 +150,6 @@ class Tally:
         return {
             **self.headline(),
             "interrupts": self.interrupts,
-            "position_mismatches": self.position_mismatches,
-            "unrecorded_events": self.unrecorded_events,
-            "fill_gaps": self.fill_gaps,
-            "slow_or_failed_exits": self.slow_or_failed_exits,
-            "crashes": self.crashes,
             "exit_s_p95": round(p95, 2),
             "exit_s_max": round(self.max_exit_s, 2),
             "cycles": self.cycles,
@@ -145,6 +158,7 @@ class Tally:
             "broker_orders": self.orders,
             "fills": self.fills,
             "kill_points": dict(sorted(self.kill_points.items())),
+            "crash_points": dict(sorted(self.crash_points.items())),
             "problems": self.problems[:20],
         }
 
@@ -281,6 +295,14 @@ def read_db(path: Path) -> dict[str, Any]:
         )
         cycles = conn.execute("SELECT COUNT(*) FROM cycles").fetchone()[0]
         state = dict(conn.execute("SELECT key, value FROM state").fetchall())
+        # the sim exchange's orders, one row each (schema version 2 on)
+        has_sim = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sim_orders'"
+        ).fetchone()
+        sim_orders = (
+            [json.loads(d) for (d,) in conn.execute("SELECT data FROM sim_orders")]
+            if has_sim else []
+        )
     finally:
         conn.close()
     return {
@@ -292,6 +314,7 @@ def read_db(path: Path) -> dict[str, Any]:
         "filled_by_order": filled,
         "cycles": cycles,
         "state": state,
+        "sim_orders": sim_orders,
     }
 
 
@@ -345,7 +368,7 @@ class SimBackend(Backend):
 
     def orders(self, db: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         out: dict[str, list[dict[str, Any]]] = {}
-        for item in self._sim_state(db).get("orders", []):
+        for item in db["sim_orders"]:
             order = item["order"]
             out.setdefault(order["client_order_id"], []).append(order)
         return out
@@ -379,7 +402,7 @@ class PaperBackend(Backend):
         partial_fills: bool = True,
         key_id: str = KEY_ID,
         secret: str = SECRET,
-        timeout_s: float = 3.0,
+        timeout_s: float | None = 3.0,  # alpaca.request_timeout_s; None: Perun's default
     ) -> None:
         rng = random.Random(seed)
         self.fake = FakeAlpaca(
@@ -405,15 +428,17 @@ class PaperBackend(Backend):
 
     def env(self) -> dict[str, str]:
         f = self.fake
-        return {
+        env = {
             "PERUN_ALPACA__TRADING_URL": f.trading_url,
             "PERUN_ALPACA__DATA_URL": f.data_url,
             "PERUN_ALPACA__STREAM_URL": f.stream_url,
             "PERUN_ALPACA__MAX_REQUESTS_PER_MINUTE": "10000",
-            "PERUN_ALPACA__REQUEST_TIMEOUT_S": f"{self.timeout_s:g}",
             "APCA_API_KEY_ID": f.key_id,
             "APCA_API_SECRET_KEY": f.secret,
         }
+        if self.timeout_s is not None:
+            env["PERUN_ALPACA__REQUEST_TIMEOUT_S"] = f"{self.timeout_s:g}"
+        return env
 
     def orders(self, db: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         return self.fake.orders_by_client_id()
@@ -527,7 +552,9 @@ class Series:
 
         ``signal_safe``: a start-up moment is taken after Perun printed its first line.
         Before that the interpreter is still importing and a signal has its default
-        effect (nothing has been written yet); ``kill -9`` needs no such care.
+        effect (nothing has been written yet). For ``kill -9`` a start-up moment is taken
+        once the database exists (migrations, reconciliation, the first cycle): before
+        that there is nothing a kill could break, or the harness could check.
         """
         kind = self.rng.choices(
             ["startup", "time", "signal", "order", "cycle", "fill"],
@@ -536,9 +563,13 @@ class Series:
         if kind == "startup":
             if signal_safe:
                 child.wait_for(lambda lines: bool(lines), 15)
-                time.sleep(self.rng.uniform(0.0, 0.8))
             else:
-                time.sleep(self.rng.uniform(0.05, 1.6))
+                deadline = time.monotonic() + 15
+                while not self.db_path.exists() and child.alive():
+                    if time.monotonic() > deadline:
+                        return "startup-no-db"
+                    time.sleep(0.005)
+            time.sleep(self.rng.uniform(0.0, 0.8))
             return kind
         if not child.wait_events("CycleStarted", 1, 15):
             return "no-cycle"
@@ -558,16 +589,51 @@ class Series:
         time.sleep(self.rng.uniform(0.0, jitter))
         return kind
 
-    def kill_once(self) -> None:
+    def kill_once(self) -> bool:
+        """One ``kill -9`` at a random moment; False when there was nothing to check."""
         child = self.start()
         point = self._wait_moment(child)
         if not child.alive():
             self._crashed(child, "before the kill")
         child.send(signal.SIGKILL)
         child.finish()
+        if not self.check(child, after="kill -9 at " + point):
+            self.tally.kill_points["not-checked"] += 1
+            return False
         self.tally.kills += 1
         self.tally.kill_points[point] += 1
-        self.check(child, after="kill -9 at " + point)
+        return True
+
+    def crash_once(self, point: str) -> bool:
+        """Let the process end itself at a named crash point (see ``child.py``): the n-th
+        order intent, broker acceptance or stored fill of this run. False when the run
+        never got there (it is then killed, and nothing is counted)."""
+        nth = self.rng.randint(1, 3)
+        child = self.start(env={CRASH_ENV: f"{point}:{nth}"})
+        try:
+            rc: int | None = child.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            rc = None
+        if rc is None:
+            child.send(signal.SIGKILL)
+            child.finish()
+            self.tally.kill_points[f"hook-missed:{point}"] += 1
+            self._log_note(f"crash point {point} #{nth} not reached in 30 s")
+            self.check(child, after=f"kill -9 (crash point {point} not reached)")
+            return False
+        child.finish()
+        if rc != CRASH_EXIT:
+            self._crashed(child, f"before crash point {point}")
+            return False
+        checked = self.check(child, after=f"crash at {point} #{nth}")
+        if checked:
+            self.tally.kills += 1
+            self.tally.crash_points[point] += 1
+            self.tally.kill_points[f"hook:{point}"] += 1
+        return checked
+
+    def _log_note(self, text: str) -> None:
+        self.log(f"[{self.backend.mode}] {text}")
 
     def interrupt_once(self) -> None:
         child = self.start()
@@ -588,7 +654,7 @@ class Series:
         self.tally.exit_times.append(took)
         self.tally.max_exit_s = max(self.tally.max_exit_s, took)
         if rc != 0 or took > EXIT_BUDGET_S:
-            self.tally.slow_or_failed_exits += 1
+            self.tally.slow_exits += 1
             self._problem(
                 f"{signal.Signals(sig).name} at {point}: exit code {rc} after {took:.2f}s "
                 f"(stderr: {' | '.join(child.stderr[-3:])})"
@@ -620,9 +686,10 @@ class Series:
 
     def check(
         self, child: Child, *, after: str, graceful: bool = False, final: bool = False
-    ) -> None:
+    ) -> bool:
+        """Check every invariant; False when there is no database yet to check."""
         if not self.db_path.exists():
-            return  # killed before the database was created: nothing to check
+            return False
         db = read_db(self.db_path)
         t = self.tally
         if db["integrity"] != "ok":
@@ -699,15 +766,18 @@ class Series:
                     self._problem(f"after {after}: {cid} is at the broker but left as intent")
         if final:
             self._final_checks(db, broker_orders, after)
+        return True
 
     def _final_checks(
         self, db: dict[str, Any], broker_orders: dict[str, list[dict[str, Any]]], after: str
     ) -> None:
         t = self.tally
-        net: Counter[str] = Counter()
+        net: dict[str, float] = {}
         for row in db["orders"].values():
             qty = float(row["filled_qty"] or 0.0)
-            net[row["symbol"]] += qty if row["side"] == "buy" else -qty
+            net[row["symbol"]] = net.get(row["symbol"], 0.0) + (
+                qty if row["side"] == "buy" else -qty
+            )
         broker = self.backend.positions(db)
         for sym in sorted(set(net) | set(broker)):
             mine, theirs = net.get(sym, 0.0), broker.get(sym, 0.0)
@@ -735,17 +805,35 @@ class Series:
 
     # -- the whole series
 
-    def run(self, kills: int, interrupts: int) -> Tally:
-        steps = ["kill"] * kills + ["interrupt"] * interrupts
+    def run(self, kills: int, interrupts: int, crashes_per_point: int = 0) -> Tally:
+        """``kills`` kill -9s at random moments, ``interrupts`` signals, and
+        ``crashes_per_point`` crashes at each named crash point, shuffled; a kill or crash
+        that left nothing to check is tried again (a few times at most)."""
+        steps = (
+            ["kill"] * kills + ["interrupt"] * interrupts
+            + [f"crash:{p}" for p in CRASH_POINTS for _ in range(crashes_per_point)]
+        )
         self.rng.shuffle(steps)
-        for i, step in enumerate(steps, 1):
+        retries = len(steps)
+        i = 0
+        while steps:
+            step = steps.pop()
             if step == "kill":
-                self.kill_once()
-            else:
+                done = self.kill_once()
+            elif step == "interrupt":
                 self.interrupt_once()
-            if i % 10 == 0 or i == len(steps):
+                done = True
+            else:
+                done = self.crash_once(step.partition(":")[2])
+            if not done and retries > 0:
+                retries -= 1
+                steps.insert(self.rng.randint(0, len(steps)), step)
+                continue
+            i += 1
+            if i % 10 == 0 or not steps:
                 self.log(
-                    f"[{self.backend.mode}] {i}/{len(steps)} steps: {self.tally.kills} kills, "
+                    f"[{self.backend.mode}] {i} steps: {self.tally.kills} kills "
+                    f"({sum(self.tally.crash_points.values())} at crash points), "
                     f"{self.tally.interrupts} interrupts, problems {len(self.tally.problems)}"
                 )
         self.final()
@@ -770,6 +858,7 @@ def run_series(
     kills: int,
     interrupts: int,
     seed: int,
+    crashes_per_point: int = 0,
     log: Callable[[str], None] | None = None,
 ) -> Tally:
     """One complete kill/interrupt series against ``mode`` (``sim`` or ``paper``)."""
@@ -784,6 +873,6 @@ def run_series(
     try:
         with trader_ollama(seed) as ollama:
             series = Series(backend, ollama, workdir, seed=seed, log=log)
-            return series.run(kills, interrupts)
+            return series.run(kills, interrupts, crashes_per_point)
     finally:
         backend.close()

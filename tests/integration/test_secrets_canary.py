@@ -31,6 +31,7 @@ from tests.fakes import alpaca_server
 from tests.fakes.alpaca_server import FakeAlpaca
 from tests.fakes.ollama_server import FakeOllama
 from tests.faults.harness import SYMBOLS, Child, base_env
+from tests.faults.inject import Injector
 from tests.faults.trader import Trader
 
 KEY_ID = "PKCANARY7QX2M9ZT4WLB"
@@ -77,11 +78,12 @@ def trader() -> Iterator[FakeOllama]:
         yield srv
 
 
-class Injector:
-    """Keeps injecting broker faults (each one echoing the keys) while a run goes on."""
+class FaultRain:
+    """Keeps injecting broker faults (each one echoing the keys) while a run goes on —
+    the fault harness's named faults (``tests/faults/inject.py``), several a second."""
 
     def __init__(self, fake: FakeAlpaca, seed: int) -> None:
-        self.fake = fake
+        self.injector = Injector(fake)
         self.rng = random.Random(seed)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -89,20 +91,20 @@ class Injector:
     def _run(self) -> None:
         while not self.stop.wait(0.15):
             path, kind = self.rng.choice(FAULTS)
-            self.fake.faults.add(path, kind, count=self.rng.randint(1, 3), method="*")
+            self.injector.inject(f"path:{path}:{kind}", count=self.rng.randint(1, 3), method="*")
             if self.rng.random() < 0.4:
-                self.fake.faults.submit.append(self.rng.choice(SUBMIT_FAULTS))
+                self.injector.inject(f"submit:{self.rng.choice(SUBMIT_FAULTS)}")
             if self.rng.random() < 0.1:
-                self.fake.drop_streams()  # the re-read after reconnecting fails and logs
+                self.injector.inject("stream:drop")  # the re-read after reconnecting fails
 
-    def __enter__(self) -> Injector:
+    def __enter__(self) -> FaultRain:
         self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join(2)
-        self.fake.faults.clear()
+        self.injector.clear()
 
 
 def paper_env(tmp_path: Path, fake: FakeAlpaca, ollama_url: str) -> dict[str, str]:
@@ -134,7 +136,7 @@ def run_with_faults(
         30,
     )
     assert started, child.output()[-2000:] + "\n".join(child.stderr[-20:])
-    with Injector(fake, seed=seed):
+    with FaultRain(fake, seed=seed):
         time.sleep(seconds)
     child.send(signal.SIGTERM)
     child.finish(30)
@@ -230,7 +232,7 @@ async def test_keys_never_on_screen(
         while app.main.status.state not in (DaemonState.WAITING, DaemonState.CYCLING):
             assert time.monotonic() < deadline, "the daemon did not start"
             await pilot.pause(0.05)
-        with Injector(echoing_alpaca, seed=3):
+        with FaultRain(echoing_alpaca, seed=3):
             deadline = time.monotonic() + 40
             while not masked() and time.monotonic() < deadline:
                 await pilot.pause(0.1)
