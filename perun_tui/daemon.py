@@ -689,7 +689,7 @@ class OrchestrationDaemon:
             opens = market.next_open.astimezone(EXCHANGE_TZ).strftime("%a %H:%M ET")
             report.skipped = f"market closed (opens {opens})"
             return
-        await self.execution.resolve_unknowns()
+        await self.execution.check_open_orders()
 
         # 3. fetch
         symbols = self.symbols

@@ -10,6 +10,13 @@ The rules this module keeps:
   reconciling can only ever name one order at the broker.
 * A submission whose outcome is unknown (timeout, 5xx, dropped connection) is resolved
   by looking the order up by ``client_order_id``; it is never resubmitted blindly.
+* Nothing is submitted (``ready`` stays False) until every order that was open locally
+  at start-up has been checked at the broker; an order the broker could not be asked
+  about keeps the gate shut, and :meth:`ExecutionService.check_open_orders` (each cycle)
+  tries again.
+* The broker's order-update stream is a fast path, not the only one: each cycle every
+  open order older than ``POLL_AFTER_S`` is re-read over REST, so fills are recorded
+  even while the stream is down.
 """
 
 from __future__ import annotations
@@ -54,6 +61,9 @@ log = logging.getLogger(__name__)
 
 SUBMIT_ATTEMPTS = 4
 RESOLVE_ATTEMPTS = 5
+#: an open order untouched for this long (clock seconds) is re-read over REST each cycle:
+#: fresher ones are left to the update stream, which is usually faster
+POLL_AFTER_S = 5.0
 
 
 @dataclass
@@ -97,6 +107,7 @@ class ExecutionService:
         self.mode = settings.trading.mode
         self.halted = False
         self.ready = False  # set after reconciliation: nothing is submitted before
+        self._unchecked = 0  # open orders the last reconciliation pass could not check
         self.risk_inputs: Callable[[str, Quote | None], RiskInputs] | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -175,6 +186,8 @@ class ExecutionService:
                 return f"{signal.symbol}: already {signal.status.value}"
             if self.halted:
                 return "halted: nothing is submitted until the halt is cleared"
+            if not self.ready:
+                await self._reconcile_pass()  # the broker may answer now
             now = self.now()
             if signal.expires_at is not None and now >= signal.expires_at:
                 await self._move(signal, SignalStatus.EXPIRED, by="ttl", reason="TTL passed")
@@ -250,7 +263,10 @@ class ExecutionService:
         self, signal: Signal, *, by: str, reason: str, quote: Quote | None = None
     ) -> str:
         if not self.ready:
-            return "not ready: reconciliation with the broker has not finished"
+            return (
+                f"not ready: {self._unchecked} open order(s) could not be checked at the "
+                "broker yet; nothing is submitted until they are"
+            )
         if self.halted:
             if signal.status is SignalStatus.PROPOSED:
                 await self._move(signal, SignalStatus.REFUSED, by="system", reason="halted")
@@ -361,15 +377,21 @@ class ExecutionService:
         return f"{order.symbol}: {reason}"
 
     async def resolve_unknown(
-        self, signal: Signal | None, order: Order, *, may_resubmit: bool = True
+        self,
+        signal: Signal | None,
+        order: Order,
+        *,
+        may_resubmit: bool = True,
+        attempts: int = RESOLVE_ATTEMPTS,
     ) -> str:
         """Find out whether an order reached the broker, by client order id."""
-        for attempt in range(RESOLVE_ATTEMPTS):
+        for attempt in range(attempts):
             try:
                 found = await self.broker.order_by_client_id(order.client_order_id)
             except BrokerError as exc:
                 self._log(Level.WARNING, f"lookup of {order.client_order_id} failed: {exc}")
-                await self._sleep(min(2.0 * (attempt + 1), 10.0))
+                if attempt + 1 < attempts:
+                    await self._sleep(min(2.0 * (attempt + 1), 10.0))
                 continue
             if found is None:
                 if may_resubmit and signal is not None and signal.status is SignalStatus.APPROVED:
@@ -390,15 +412,70 @@ class ExecutionService:
             return f"{order.symbol}: resolved {order.client_order_id} → {found.status.value}"
         return f"{order.symbol}: outcome still unknown for {order.client_order_id}; will retry"
 
-    async def resolve_unknowns(self) -> None:
-        """Retry resolution of orders whose outcome is still unknown (each cycle)."""
+    async def check_open_orders(self) -> None:
+        """Each cycle: settle every local order that is not final yet.
+
+        * before start-up reconciliation has checked every order: another pass of it —
+          raises :class:`BrokerError` (the cycle fails visibly and backs off) while some
+          order still cannot be checked, so nothing is submitted;
+        * an ``intent`` or ``unknown`` order (a submission cut short, or one reconciliation
+          could not check) is looked up by client order id — never sent again;
+        * an order at the broker that has not changed for ``POLL_AFTER_S`` is re-read over
+          REST and what the broker says is applied, fills included (recorded once: see
+          ``_record_fill_gap``) — so a dead update stream cannot hide a fill; likewise an
+          order whose filled quantity its stored fills do not cover yet.
+        """
         async with self._lock:
+            if not self.ready:
+                await self._reconcile_pass()
+                if not self.ready:
+                    raise BrokerError(
+                        f"start-up reconciliation is not finished: {self._unchecked} open "
+                        "order(s) could not be checked at the broker; nothing is submitted "
+                        "until they are"
+                    )
+                return  # the pass has just checked every open order
+            now = self.now()
             for order in await self.memory.open_orders():
-                if order.status is OrderStatus.UNKNOWN:
+                if order.status in (OrderStatus.INTENT, OrderStatus.UNKNOWN):
                     signal = (
                         await self.memory.get_signal(order.signal_id) if order.signal_id else None
                     )
-                    await self.resolve_unknown(signal, order, may_resubmit=False)
+                    await self.resolve_unknown(signal, order, may_resubmit=False, attempts=1)
+                    continue
+                touched = order.updated_at or order.created_at
+                if touched is not None and (now - touched).total_seconds() < POLL_AFTER_S:
+                    continue
+                try:
+                    remote = await self.broker.order_by_client_id(order.client_order_id)
+                except BrokerError as exc:
+                    self._log(
+                        Level.WARNING,
+                        f"{order.symbol}: could not re-read {order.client_order_id}: {exc}",
+                    )
+                    continue
+                if remote is None:
+                    self._log(
+                        Level.WARNING,
+                        f"{order.symbol}: {order.client_order_id} is {order.status.value} here "
+                        "but the broker does not know it",
+                    )
+                    continue
+                await self._apply_remote(remote)
+            # an order the broker filled in its answer to the submission (or a REST read)
+            # whose fill no stream event brought: recorded from its filled quantity
+            for order in await self.memory.orders_missing_fills():
+                touched = order.updated_at or order.created_at
+                if touched is None or (now - touched).total_seconds() >= POLL_AFTER_S:
+                    await self._record_fill_gap(order)
+
+    async def _apply_remote(self, remote: Order, signal: Signal | None = None) -> None:
+        """Apply a REST view of an order, and the fills it implies that no stream event
+        brought (the gap is recorded once, whichever of stream and REST comes first)."""
+        await self._apply_order(remote, signal=signal)
+        local = await self.memory.get_order(remote.client_order_id)
+        if local is not None:
+            await self._record_fill_gap(local)
 
     @staticmethod
     def _request_from_order(order: Order) -> OrderRequest:
@@ -523,54 +600,72 @@ class ExecutionService:
     # ------------------------------------------------------------------ reconcile
 
     async def reconcile(self) -> list[str]:
-        """Match local open orders with the broker's before anything may be submitted."""
-        notes: list[str] = []
+        """Match local open orders with the broker's before anything may be submitted.
+
+        ``ready`` turns True only when every local order that is not final has been
+        checked at the broker. One that could not be checked (the broker did not answer)
+        is said as a warning and keeps the gate shut; ``check_open_orders`` tries again
+        each cycle, and approvals wait for it too."""
         async with self._lock:
-            for order in await self.memory.open_orders():
-                try:
-                    remote = await self.broker.order_by_client_id(order.client_order_id)
-                except BrokerError as exc:
-                    notes.append(f"could not check {order.client_order_id}: {exc}")
-                    continue
-                signal = await self.memory.get_signal(order.signal_id) if order.signal_id else None
-                if remote is None:
-                    if order.status in (OrderStatus.INTENT, OrderStatus.UNKNOWN):
-                        await self._finish_failed(
-                            signal,
-                            order,
-                            "never reached the broker (Perun stopped before submitting)",
-                            OrderStatus.FAILED,
-                        )
-                        notes.append(f"{order.client_order_id}: never placed → failed")
-                    continue
-                await self._apply_order(remote, signal=signal)
-                notes.append(f"{order.client_order_id}: {remote.status.value}")
-            # broker orders we do not know: shown as external, never adopted silently
+            return await self._reconcile_pass()
+
+    async def _reconcile_pass(self) -> list[str]:
+        notes: list[str] = []
+        unchecked: list[str] = []
+        for order in await self.memory.open_orders():
             try:
-                remote_open = await self.broker.open_orders()
+                remote = await self.broker.order_by_client_id(order.client_order_id)
             except BrokerError as exc:
-                remote_open = []
-                notes.append(f"could not list open orders: {exc}")
-            for remote in remote_open:
-                if await self.memory.get_order(remote.client_order_id) is None:
-                    ext = remote.model_copy(update={"external": True})
-                    await self.memory.save_order(ext)
-                    self.bus.publish(OrderChanged(order=ext))
-                    notes.append(f"external order {remote.client_order_id} ({remote.symbol})")
-            # fills the broker reported while nobody was listening
-            for order in await self.memory.orders_missing_fills():
-                await self._record_fill_gap(order)
-            # approved signals whose intent never got an order row: fail them visibly
-            for signal in await self.memory.signals([SignalStatus.APPROVED]):
-                cid = signal.client_order_id or client_order_id_for(signal.id, self.mode)
-                if await self.memory.get_order(cid) is None:
-                    await self._move(
+                unchecked.append(order.client_order_id)
+                self._log(
+                    Level.WARNING,
+                    f"reconcile: could not check {order.symbol} {order.client_order_id} "
+                    f"({order.status.value}) at the broker: {exc} — nothing is submitted "
+                    "until it is checked; retrying",
+                )
+                continue
+            signal = await self.memory.get_signal(order.signal_id) if order.signal_id else None
+            if remote is None:
+                if order.status in (OrderStatus.INTENT, OrderStatus.UNKNOWN):
+                    await self._finish_failed(
                         signal,
-                        SignalStatus.FAILED,
-                        by="system",
-                        reason="approved but no order intent was recorded",
+                        order,
+                        "never reached the broker (Perun stopped before submitting)",
+                        OrderStatus.FAILED,
                     )
-            self.ready = True
+                    notes.append(f"{order.client_order_id}: never placed → failed")
+                continue
+            await self._apply_order(remote, signal=signal)
+            notes.append(f"{order.client_order_id}: {remote.status.value}")
+        # broker orders we do not know: shown as external, never adopted silently
+        try:
+            remote_open = await self.broker.open_orders()
+        except BrokerError as exc:
+            remote_open = []
+            self._log(Level.WARNING, f"reconcile: could not list open orders: {exc}")
+        for remote in remote_open:
+            if await self.memory.get_order(remote.client_order_id) is None:
+                ext = remote.model_copy(update={"external": True})
+                await self.memory.save_order(ext)
+                self.bus.publish(OrderChanged(order=ext))
+                notes.append(f"external order {remote.client_order_id} ({remote.symbol})")
+        # fills the broker reported while nobody was listening
+        for order in await self.memory.orders_missing_fills():
+            await self._record_fill_gap(order)
+        # approved signals whose intent never got an order row: fail them visibly
+        for signal in await self.memory.signals([SignalStatus.APPROVED]):
+            cid = signal.client_order_id or client_order_id_for(signal.id, self.mode)
+            if await self.memory.get_order(cid) is None:
+                await self._move(
+                    signal,
+                    SignalStatus.FAILED,
+                    by="system",
+                    reason="approved but no order intent was recorded",
+                )
+        if not unchecked and self._unchecked:
+            self._log(Level.INFO, "reconcile: every open order is checked; trading may begin")
+        self._unchecked = len(unchecked)
+        self.ready = not unchecked
         return notes
 
 
