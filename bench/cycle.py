@@ -2,7 +2,7 @@
 approval so orders are placed) against a baseline measured in the same run: a bare loop
 writing the same rows to SQLite with the standard sqlite3 module, one transaction per cycle.
 
-    python bench/cycle.py [--cycles 40] [--symbols 10,50]
+    python bench/cycle.py [--cycles 40] [--symbols 10,50] [--optimize-every N]
 
 Honest comparison:
 
@@ -19,7 +19,9 @@ Growth: the median of the first and of the last block of timed cycles (a block i
 quarter of the run, at most 50 cycles), for Perun and for the baseline; run with
 ``--cycles 400`` to see whether a cycle gets slower as the history grows. ``cpu`` is the
 process CPU time per cycle (both threads), which a loaded machine inflates less than the
-wall time.
+wall time. Step 10 (the performance report, built in the background every
+``optimization.every_cycles`` = 20 cycles from the whole history) is part of the cycle and
+in the figures; ``--optimize-every 100000`` leaves it out, to tell the two apart.
 
 Prints a table and, as its last line, JSON (the last symbol count):
 {"bench":"cycle","symbols":50,"median_ms":…,"baseline_ms":…,"ratio":…, "cycles":…,
@@ -106,7 +108,7 @@ Rows = dict[str, list[tuple[object, ...]]]
 
 
 async def perun_cycles(
-    symbols: list[str], cycles: int, data: Path
+    symbols: list[str], cycles: int, data: Path, optimize_every: int | None = None
 ) -> tuple[dict[int, tuple[float, float]], Path]:
     """(wall ms, cpu ms) of each timed cycle by its number, and the database."""
     env = {
@@ -117,6 +119,8 @@ async def perun_cycles(
         "PERUN_RISK__COOLDOWN_MINUTES": "0",
         "PERUN_RISK__MAX_OPEN_POSITIONS": "500",
     }
+    if optimize_every is not None:
+        env["PERUN_OPTIMIZATION__EVERY_CYCLES"] = str(optimize_every)
     settings = load_settings(env=env, use_dotenv=False, cwd=data)
     calendar = default_calendar()
     clock = SimClock(calendar, speed=1.0)
@@ -226,6 +230,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cycles", type=int, default=40)
     parser.add_argument("--symbols", default="10,50", help="symbol counts, comma-separated")
+    parser.add_argument(
+        "--optimize-every", type=int, default=None, help="optimization.every_cycles (20)"
+    )
     args = parser.parse_args()
     counts = [int(n) for n in args.symbols.split(",")]
     result: dict[str, object] = {}
@@ -235,7 +242,9 @@ def main() -> None:
     )
     for n in counts:
         with tempfile.TemporaryDirectory() as tmp:
-            times, db = asyncio.run(perun_cycles(TICKERS[:n], args.cycles, Path(tmp)))
+            times, db = asyncio.run(
+                perun_cycles(TICKERS[:n], args.cycles, Path(tmp), args.optimize_every)
+            )
             schema, rows = rows_by_cycle(db)
             base = baseline(schema, rows, set(times), Path(tmp) / "baseline.db")
         cycles = sorted(times)
