@@ -176,6 +176,11 @@ class OrchestrationDaemon:
     def pending_signals(self) -> list[Signal]:
         return sorted(self.execution.pending.values(), key=lambda s: s.created_at)
 
+    def recent_bars(self) -> dict[str, list[Bar]]:
+        """The bar window per symbol as of the last cycle (oldest first; empty before the
+        first cycle): the screen seeds its sparklines and the previous close from it."""
+        return {sym: list(bars) for sym, bars in self._bars.items()}
+
     async def signal_details(self, signal_id: str) -> SignalDetails | None:
         signal = self.execution.pending.get(signal_id) or await self.memory.get_signal(signal_id)
         if signal is None:
