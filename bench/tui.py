@@ -1,9 +1,10 @@
 """The terminal, measured the way a user sees it: in a real pseudo-terminal (120×40,
 TERM=xterm-256color) whose output is fed to a terminal emulator (pyte).
 
-    python bench/tui.py [--presses 100] [--flood 1000] [--window 8] [--verbose]
+    python bench/tui.py [--presses 100] [--flood 1000] [--window 8] [--cycles 10000]
+                        [--verbose]
 
-About a minute and a half; a hard stop at 170 s.
+About two and a half minutes; a hard stop at 240 s.
 
 1. startup: the real ``perun`` (sim mode, rules analyst, databases in a temp dir), spawned
    ``--starts`` times: the time from spawn until the emulated screen shows the full layout
@@ -12,13 +13,18 @@ About a minute and a half; a hard stop at 170 s.
 2. idle: ``python -m perun_tui.tui.demo`` (scripted daemon, fixed data, nothing running):
    ``l`` pressed ``--presses`` times, each timed from the write to the pty until the Log
    panel's title shows the next level on the emulated screen (the baseline). After every
-   third, ``p`` (pause/resume), timed until the footer's label flips: shown apart, as it
-   comes back through the daemon's bus and so waits for a bridge frame.
+   third, ``p`` (pause/resume), timed until the header shows the new state (the
+   command's feedback; ``pause_p99_ms`` in the JSON) and until the footer's label flips
+   (Textual rebuilds the footer, a layout pass; shown in the table).
 3. flood: the same demo with ``--flood RATE`` (≥ 1,000 bus events/s: ticks, log lines,
    reasoning deltas). Over ``--window`` seconds with no keys: the process's CPU share
    (utime+stime from /proc over wall time, % of one core), the bytes it writes to the
    terminal, and the event rate actually achieved (from the "flood N" sequence numbers in
    the Log panel). Then the same key presses as idle, and the RSS once they are done.
+4. memory: the demo under the same flood with a new analysis cycle every 5 ms, until
+   ``--cycles`` cycles have run (read from the Reasoning panel's title): the RSS after
+   the first cycle, after the last, and the slope of RSS over cycles in the second half
+   (MB per 1,000 cycles; about 0 when memory is bounded).
 
 Latencies are measured to the moment the bytes that show the change are read from the
 pty, so they include the child's frame and the kernel, not this process's emulation.
@@ -30,7 +36,8 @@ Nothing touches the network: the sim broker and the rules analyst are local.
 
 Prints a table with the targets and, as its last line, JSON:
 {"bench":"tui","startup_ms":…,"key_p50_ms":…,"key_p99_ms":…,"key_p99_idle_ms":…,
- "cpu_pct":…,"tty_kbps":…,"rss_mb":…}
+ "pause_p99_ms":…,"pause_p99_idle_ms":…,"cpu_pct":…,"tty_kbps":…,"rss_mb":…,
+ "rss_first_mb":…,"rss_cycles":…,"rss_after_cycles_mb":…,"rss_slope_mb_per_1k":…}
 """
 
 from __future__ import annotations
@@ -58,13 +65,16 @@ from tests.pty_term import Term  # noqa: E402  (the pty + terminal emulator, sha
 COLS, ROWS = 120, 40
 LEVELS = ("debug", "info", "warning", "error")  # the order `l` cycles through
 PRESS_TIMEOUT_S = 2.0
-TOTAL_BUDGET_S = 170  # a hard stop (SIGALRM): the bench never hangs
+TOTAL_BUDGET_S = 240  # a hard stop (SIGALRM): the bench never hangs
+MEMORY_CYCLE_S = 0.005
 
 TARGET_STARTUP_MS = 600.0
 TARGET_KEY_P99_MS = 50.0
 TARGET_CPU_PCT = 30.0
 
 FLOOD_SEQ = re.compile(r"flood (\d+):")
+CYCLE_TITLE = re.compile(r"Reasoning · cycle (\d+)")
+FIRST_FLOOD_CYCLE = 100  # the demo's flood numbers its cycles from 100
 PRICE_ROW = re.compile(r"│ AAPL\s+\d+\.\d\d")
 
 
@@ -133,9 +143,13 @@ LOG_KEY = Probe(b"l", "l log filter", "╭─ Log · ", tuple(f"Log · {lv}+" fo
 """The measured key: handled on the UI loop, shown in the Log panel's title. While the
 filter is at warning+ or error+ the flood's info lines are not drawn, so half the presses
 meet a lighter render load (ticks and reasoning still flow)."""
-PAUSE_KEY = Probe(b"p", "p pause/resume", "q Quit", ("p Pause", "p Resume"))
-"""For comparison, every third press: the footer label changes once the daemon's state
-change has come back through the bus, i.e. after a bridge frame."""
+PAUSE_KEY = Probe(b"p", "p pause/resume", " Perun ", ("● waiting", "● paused"))
+"""Every third press: the command's feedback, the header's state, which the screen
+reads from the daemon right after the command."""
+PAUSE_FOOTER = ("q Quit", ("p Pause", "p Resume"))
+"""... and, timed from the same press, the footer's label: Textual rebuilds the footer
+when a binding changes (a layout pass), so it follows a little later."""
+FOOTER = f"{PAUSE_KEY.name} (footer)"
 PROBES = (LOG_KEY, PAUSE_KEY)
 
 
@@ -176,6 +190,15 @@ def press_keys(
         else:
             latencies[probe.name].append(max(0.0, seen - sent) * 1000)
             states[i] += 1
+        if probe is PAUSE_KEY:
+            anchor, labels = PAUSE_FOOTER
+            fy = term.find_row(anchor)
+            label = labels[states[i] % 2]
+            footer = None if fy is None else term.wait_for(
+                lambda fy=fy, label=label: label in term.row(fy), PRESS_TIMEOUT_S
+            )
+            waited = PRESS_TIMEOUT_S if footer is None else max(0.0, footer - sent)
+            latencies.setdefault(FOOTER, []).append(waited * 1000)
         term.drain(rng.uniform(0.06, 0.18))  # off any frame rhythm
     if states[1] % 2:  # leave the daemon running
         term.press(b"p")
@@ -243,6 +266,63 @@ def run_demo(tmp: Path, presses: int, flood: float, window_s: float, seed: int) 
     return phase
 
 
+@dataclass
+class Memory:
+    first_mb: float | None = None  # after the first flood cycle
+    after_mb: float | None = None
+    cycles: int = 0
+    slope_mb_per_1k: float | None = None  # over the second half of the run
+    samples: list[tuple[int, float]] = field(default_factory=list)
+
+
+def shown_cycle(term: Term) -> int | None:
+    match = CYCLE_TITLE.search(term.text())
+    return int(match.group(1)) if match else None
+
+
+def slope(points: list[tuple[int, float]]) -> float | None:
+    """Least-squares slope of RSS (MB) per 1,000 cycles."""
+    if len(points) < 3:
+        return None
+    xs = [x for x, _ in points]
+    ys = [y for _, y in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    var = sum((x - mx) ** 2 for x in xs)
+    if var == 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in points) / var * 1000
+
+
+def run_memory(tmp: Path, flood: float, cycles: int, budget_s: float) -> Memory:
+    argv = ["-m", "perun_tui.tui.demo", "--flood", f"{flood:g}",
+            "--cycle-s", f"{MEMORY_CYCLE_S:g}"]
+    term = Term(argv, tmp, COLS, ROWS)
+    memory = Memory()
+    try:
+        term.spawn()
+        wait_staged(term)
+        seen = term.wait_for(
+            lambda: (shown_cycle(term) or 0) > FIRST_FLOOD_CYCLE, 20.0
+        )
+        if seen is None:
+            raise RuntimeError("the flood's cycles never reached the screen:\n" + term.text())
+        memory.first_mb = term.rss_mb()
+        start = shown_cycle(term) or FIRST_FLOOD_CYCLE
+        deadline = time.perf_counter() + budget_s
+        while time.perf_counter() < deadline:
+            term.drain(1.0)
+            done = (shown_cycle(term) or start) - FIRST_FLOOD_CYCLE
+            memory.samples.append((done, term.rss_mb()))
+            if done >= cycles:
+                break
+        memory.cycles, memory.after_mb = memory.samples[-1] if memory.samples else (0, None)
+        half = memory.cycles / 2
+        memory.slope_mb_per_1k = slope([p for p in memory.samples if p[0] >= half])
+    finally:
+        term.close()
+    return memory
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -276,6 +356,8 @@ def bench() -> int:
     parser.add_argument("--flood", type=float, default=1000.0, help="bus events per second")
     parser.add_argument("--window", type=float, default=8.0, help="seconds of flood measured")
     parser.add_argument("--starts", type=int, default=3, help="spawns of perun for startup")
+    parser.add_argument("--cycles", type=int, default=10_000,
+                        help="analysis cycles for the memory figure (0: skip it)")
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--verbose", action="store_true", help="every latency, on stderr")
     args = parser.parse_args()
@@ -298,6 +380,10 @@ def bench() -> int:
             starts.append(measure_startup(["-m", "perun_tui.cli"], run_dir))
         idle = run_demo(tmp, args.presses, 0.0, args.window, args.seed)
         flood = run_demo(tmp, args.presses, args.flood, args.window, args.seed + 1)
+        left = TOTAL_BUDGET_S - (time.perf_counter() - started) - 15
+        memory = (
+            run_memory(tmp, args.flood, args.cycles, left) if args.cycles > 0 else Memory()
+        )
     signal.alarm(0)
     if args.verbose:
         for label, phase in (("idle", idle), ("flood", flood)):
@@ -339,9 +425,12 @@ def bench() -> int:
         (f"key p99, flood {args.flood:g}/s", fmt(key_p99, " ms"),
          f"≤ {TARGET_KEY_P99_MS:.0f} ms and ≤ 2× idle ({fmt(idle_p99 and 2 * idle_p99, ' ms')})",
          verdict(key_ok)),
-        (f"  {pause} (via bus): p50/p99 idle, flood", f"{fmt(_p(idle, pause, 50))} / "
+        (f"{pause}, header: p50/p99 idle, flood", f"{fmt(_p(idle, pause, 50))} / "
          f"{fmt(_p(idle, pause, 99))}, {fmt(_p(flood, pause, 50))} / "
          f"{fmt(_p(flood, pause, 99), ' ms')}", "", ""),
+        ("  the footer's label (rebuilt)", f"{fmt(_p(idle, FOOTER, 50))} / "
+         f"{fmt(_p(idle, FOOTER, 99))}, {fmt(_p(flood, FOOTER, 50))} / "
+         f"{fmt(_p(flood, FOOTER, 99), ' ms')}", "", ""),
         ("  l presses (idle / flood), any missed",
          f"{len(idle.latencies)} / {len(flood.latencies)}, {idle.misses} / {flood.misses}",
          "≥ 40, 0",
@@ -359,6 +448,13 @@ def bench() -> int:
         ("  this process emulating it (% of a core)", fmt(flood.harness_pct, " %"), "", ""),
         ("RSS idle / flood start / after flood", f"{fmt(idle.rss_mb, '', 1)} / "
          f"{fmt(flood.rss_start_mb, '', 1)} / {fmt(flood.rss_mb, ' MB', 1)}", "", ""),
+        (f"RSS after the first flood cycle / after {memory.cycles:,} cycles",
+         f"{fmt(memory.first_mb, '', 1)} / {fmt(memory.after_mb, ' MB', 1)}",
+         f"{args.cycles:,} cycles" if args.cycles else "", verdict(
+             None if not args.cycles else memory.cycles >= args.cycles)),
+        ("  RSS slope over the second half", fmt(memory.slope_mb_per_1k, " MB/1k cycles", 2),
+         "≈ 0 (bounded)", verdict(None if memory.slope_mb_per_1k is None
+                                  else memory.slope_mb_per_1k <= 0.1)),
         ("demo q to exit (idle / flood, codes)", f"{fmt(idle.quit_s, ' s', 2)} / "
          f"{fmt(flood.quit_s, ' s', 2)} ({idle.exit_code},{flood.exit_code})", "", ""),
     ]
@@ -384,6 +480,13 @@ def bench() -> int:
         "cpu_pct": r1(flood.cpu_pct),
         "tty_kbps": r1(flood.tty_kbps),
         "rss_mb": r1(flood.rss_mb),
+        "pause_p99_ms": r1(_p(flood, pause, 99)),
+        "pause_p99_idle_ms": r1(_p(idle, pause, 99)),
+        "rss_first_mb": r1(memory.first_mb),
+        "rss_cycles": memory.cycles,
+        "rss_after_cycles_mb": r1(memory.after_mb),
+        "rss_slope_mb_per_1k": None if memory.slope_mb_per_1k is None
+        else round(memory.slope_mb_per_1k, 3),
     }, separators=(",", ":")))
     return 0
 

@@ -444,19 +444,20 @@ _WORDS = (
 
 async def flood(daemon: DemoDaemon, rate: float, cycle_s: float = 20.0) -> None:
     """Publish about ``rate`` events per second until cancelled: a third price ticks, a
-    third log lines, a third reasoning deltas (a new cycle every ``cycle_s``)."""
+    third log lines, a third reasoning deltas (a new cycle every ``cycle_s``; cycles
+    numbered from 100)."""
     rng = random.Random(11)
     symbols = daemon.settings.trading.symbols
     prices = {s: BASE_PRICES.get(s, 100.0) for s in symbols}
     loop = asyncio.get_running_loop()
     started = loop.time()
-    cycle = 100
+    first = cycle = 100
     daemon.bus.publish(AnalysisStarted(cycle, "rules"))
     sent = 0
     tick = 0.01
     while True:
         elapsed = loop.time() - started
-        if elapsed > (cycle - 99) * cycle_s:
+        while cycle < first + int(elapsed / cycle_s):  # several per tick when they are short
             daemon.bus.publish(AnalysisFinished(cycle, "rules", "flood", 0, cycle_s))
             cycle += 1
             daemon.bus.publish(AnalysisStarted(cycle, "rules"))
@@ -484,11 +485,12 @@ async def flood(daemon: DemoDaemon, rate: float, cycle_s: float = 20.0) -> None:
 class DemoApp(PerunApp):
     """The terminal on the demo daemon, optionally under a flood (for benchmarks)."""
 
-    def __init__(self, flood_rate: float = 0.0) -> None:
+    def __init__(self, flood_rate: float = 0.0, cycle_s: float = 20.0) -> None:
         settings = demo_settings()
         self.demo = DemoDaemon(settings)
         super().__init__(settings, daemon=self.demo, clock=self.demo.clock)
         self.flood_rate = flood_rate
+        self.cycle_s = cycle_s
 
     async def on_ready(self) -> None:
         self.run_worker(self._script(), name="demo", group="demo", exit_on_error=False)
@@ -496,19 +498,21 @@ class DemoApp(PerunApp):
     async def _script(self) -> None:
         await stage(self, self.demo)
         if self.flood_rate > 0:
-            await flood(self.demo, self.flood_rate)
+            await flood(self.demo, self.flood_rate, self.cycle_s)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m perun_tui.tui.demo [--flood RATE] [--no-mouse]``"""
+    """``python -m perun_tui.tui.demo [--flood RATE [--cycle-s S]] [--no-mouse]``"""
     import argparse
 
     parser = argparse.ArgumentParser(description="Perun's terminal on scripted data.")
     parser.add_argument("--flood", type=float, default=0.0, metavar="RATE",
                         help="also publish RATE bus events per second (ticks, logs, reasoning)")
+    parser.add_argument("--cycle-s", type=float, default=20.0, metavar="SECONDS",
+                        help="with --flood: a new analysis cycle every SECONDS")
     parser.add_argument("--no-mouse", action="store_true")
     args = parser.parse_args(argv)
-    app = DemoApp(args.flood)
+    app = DemoApp(args.flood, args.cycle_s)
     app.run(mouse=not args.no_mouse)
     return app.return_code or 0
 

@@ -192,7 +192,7 @@ async def test_log_level_cycles_and_filters() -> None:
         await settle(pilot)
         log = app.main.log_panel
         assert log.level is Level.INFO
-        shown = lambda: [str(line.text) for line in log.log_widget.lines]  # noqa: E731
+        shown = lambda: log.log_widget.lines  # noqa: E731
         assert any("info line" in s for s in shown())
         assert not any("debug detail" in s for s in shown())
         await pilot.press("l", "l")  # info → warning → error
@@ -338,10 +338,9 @@ async def test_quotes_update_cells_without_rebuilding_rows() -> None:
                 last=price, volume=1000)}))
             await settle(pilot)
         assert list(table.rows) == keys_before
-        cell = table.get_cell("AAPL", "last")
-        assert "99.50" in str(cell)
-        assert str(table.get_cell("AAPL", "chg")).startswith("-0.5")
-        assert len(str(table.get_cell("AAPL", "trend")).strip()) == 3
+        assert table.shown("AAPL", "last") == "99.50"
+        assert str(table.shown("AAPL", "chg")).startswith("-0.5")
+        assert len(str(table.shown("AAPL", "trend"))) == 3
 
 
 async def test_change_and_trend_are_seeded_from_the_daemons_bars() -> None:
@@ -354,15 +353,15 @@ async def test_change_and_trend_are_seeded_from_the_daemons_bars() -> None:
             symbol="AAPL", ts=DEMO_NOW, bid=231.4, ask=231.4, last=231.4, volume=1000)}))
         await settle(pilot)
         table = app.main.market.table
-        assert str(table.get_cell("AAPL", "chg")) == "+0.0%"
+        assert table.shown("AAPL", "chg") == "+0.0%"
         daemon.make_bars()
         prev_close = daemon.bars["AAPL"][-1].close
         daemon.publish_cycle(1)
         await settle(pilot)
         await until(pilot, lambda: app.main.market.seeded)
         expected = (231.4 / prev_close - 1) * 100
-        assert str(table.get_cell("AAPL", "chg")) == f"{expected:+.1f}%"
-        assert len(str(table.get_cell("AAPL", "trend")).strip()) == 9  # 8 bars + live
+        assert table.shown("AAPL", "chg") == f"{expected:+.1f}%"
+        assert len(str(table.shown("AAPL", "trend"))) == 9  # 8 bars + live
 
 
 async def test_reasoning_streams_and_previous_cycles_are_reachable() -> None:

@@ -16,6 +16,7 @@ from perun_tui.events import (
     DaemonStateChanged,
     Level,
     LogEvent,
+    Notification,
     ReasoningDelta,
     ScheduleUpdated,
 )
@@ -46,7 +47,7 @@ async def test_the_header_says_why_it_is_halted_and_keeps_saying_it() -> None:
         await settle(pilot)
         daemon.set_state(DaemonState.HALTED)
         await settle(pilot)
-        assert _header(app, "state") == "● halted"  # a new halt: the old reason is gone
+        assert _header(app, "state").strip() == "● halted"  # a new halt: no old reason
 
 
 async def test_paused_shows_no_countdown() -> None:
@@ -58,7 +59,7 @@ async def test_paused_shows_no_countdown() -> None:
         assert "next cycle" in _header(app, "schedule")
         await pilot.press("p")
         await settle(pilot)
-        assert _header(app, "state") == "● paused"
+        assert _header(app, "state").strip() == "● paused"
         assert _header(app, "schedule") == ""
 
 
@@ -117,8 +118,7 @@ async def test_a_flood_of_log_lines_keeps_every_warning_and_says_what_it_skipped
                 daemon.bus.publish(LogEvent(Level.WARNING, f"slow quote {i}"))
         await settle(pilot)
         log = app.main.log_panel
-        shown = [line.text for line in log.log_widget.lines]
-        rendered = "\n".join(str(s) for s in shown)
+        rendered = "\n".join(log.log_widget.lines)
         for i in range(50, 600, 100):
             assert f"slow quote {i}" in rendered
         assert "tick 599" in rendered
@@ -137,7 +137,7 @@ async def test_long_log_lines_end_at_a_word_with_an_ellipsis() -> None:
         await until(pilot, lambda: app.main.bridge is not None)
         daemon.bus.publish(LogEvent(Level.INFO, "analysis 1 by rules: " + "word " * 40))
         await settle(pilot)
-        last = app.main.log_panel.log_widget.lines[-1].text.rstrip()
+        last = app.main.log_panel.log_widget.lines[-1]
         assert last.endswith("word…")
         assert len(last) <= 80
 
@@ -154,7 +154,7 @@ async def test_reasoning_streams_into_one_widget_and_renders_markdown_when_done(
         assert reasoning.streaming and reasoning.live_view.display
         assert not reasoning.scroll.display
         assert "Paragraph" not in reasoning.markdown.source  # no markdown while streaming
-        assert "Paragraph 39" in str(reasoning.live_view.render())
+        await until(pilot, lambda: "Paragraph 39" in reasoning.live_view.text())
         daemon.bus.publish(AnalysisFinished(
             7, "qwen3:8b", "calm", 0, 3.1, tokens=519, prompt_tokens=456,
             completion_tokens=63, load_ms=48.0, tokens_per_s=45.2,
@@ -177,3 +177,23 @@ async def test_a_halt_whose_reason_was_coalesced_away_reads_it_from_the_daemon()
         daemon.bus.publish(DaemonStateChanged(DaemonState.HALTED))
         await settle(pilot)
         assert app.main.status.reason == "kill switch (k) pressed"
+
+
+async def test_toasts_and_the_bell_follow_the_notify_settings() -> None:
+    settings = demo_settings(notify={"bell": True, "toast_events": ["fills", "halts"],
+                                     "bell_events": ["halts"]})
+    daemon = DemoDaemon(settings)
+    app = PerunApp(settings, daemon=daemon, clock=daemon.clock)
+    rings: list[int] = []
+    async with app.run_test(size=SIZE) as pilot:
+        app.bell = lambda: rings.append(1)  # type: ignore[method-assign]
+        await until(pilot, lambda: app.main.bridge is not None)
+        daemon.bus.publish(Notification("Filled", "BUY AAPL 8 @ 229.85", Level.INFO, ("fill",)))
+        daemon.bus.publish(Notification("Pending", "BUY NVDA 12", Level.INFO, ("pending",)))
+        await settle(pilot)
+        assert [str(n.message) for n in app._notifications] == ["BUY AAPL 8 @ 229.85"]
+        assert rings == []
+        daemon.bus.publish(Notification("Halted", "kill switch", Level.ERROR, ("halt",)))
+        await settle(pilot)
+        assert "kill switch" in [str(n.message) for n in app._notifications]
+        assert rings == [1]

@@ -44,6 +44,7 @@ from perun_tui.events import (
 )
 from perun_tui.models import Signal, SignalStatus
 from perun_tui.redact import redact
+from perun_tui.services.notification import ScreenAlerts
 from perun_tui.tui.bridge import Bridge
 from perun_tui.tui.clock import ScreenClock
 from perun_tui.tui.format import money
@@ -157,6 +158,7 @@ class MainScreen(Screen[None]):
         self.daemon: DaemonAPI | None = None
         self.bridge: Bridge | None = None
         self.errors: deque[ErrorRecord] = deque(maxlen=MAX_ERRORS)
+        self.alerts = ScreenAlerts.from_settings(settings)
         self._compact: bool | None = None
         self._last_error_toast = -1e9
         self._key_state: tuple[object, ...] = ()
@@ -243,6 +245,7 @@ class MainScreen(Screen[None]):
             with self.app.batch_update():
                 for event in message.events:
                     await self._apply(event)
+                await self.reasoning.flush()  # one repaint for the frame's reasoning
                 if message.logs or message.skipped_logs:
                     self.log_panel.add(message.logs, message.skipped_logs)
                 if self._seed_market:
@@ -297,6 +300,9 @@ class MainScreen(Screen[None]):
         elif isinstance(event, CycleFinished):
             if not self.market.seeded:
                 self._seed_market = True  # the daemon now has its bar window
+                freeze = getattr(self.app, "freeze_heap", None)
+                if freeze is not None:
+                    freeze()  # what the first cycle loaded stays: out of the GC's walk
         elif isinstance(event, AnalysisStarted):
             await self.reasoning.start(event.cycle, event.analyst, self.clock.now())
         elif isinstance(event, AnalysisFinished):
@@ -373,21 +379,23 @@ class MainScreen(Screen[None]):
         self.app.push_screen(PullModal(model, self.settings.llm.host, pull_model), done)
 
     def _notify(self, event: Notification) -> None:
+        """A notification for the screen: a toast and/or the terminal bell, as
+        ``notify.toast_events`` / ``notify.bell_events`` (and ``notify.bell``) say."""
+        toast, bell = self.alerts.toast(event), self.alerts.bell(event)
         recent_error = time.monotonic() - self._last_error_toast < ERROR_DEDUP_S
-        if event.level is Level.ERROR and recent_error:
-            # the same failure was just toasted from its ErrorRaised: only ring the bell
-            if self.settings.notify.bell:
-                self.app.bell()
-            return
-        severity: SeverityLevel = (
-            "error" if event.level is Level.ERROR
-            else "warning" if event.level is Level.WARNING
-            else "information"
-        )
-        self.app.notify(
-            redact(event.message), title=redact(event.title), severity=severity, markup=False
-        )
-        if self.settings.notify.bell:
+        if toast and event.level is Level.ERROR and recent_error:
+            toast = False  # the same failure was just toasted from its ErrorRaised
+        if toast:
+            severity: SeverityLevel = (
+                "error" if event.level is Level.ERROR
+                else "warning" if event.level is Level.WARNING
+                else "information"
+            )
+            self.app.notify(
+                redact(event.message), title=redact(event.title), severity=severity,
+                markup=False,
+            )
+        if bell:
             self.app.bell()
 
     def report_error(

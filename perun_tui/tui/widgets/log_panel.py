@@ -1,5 +1,10 @@
 """Log panel: a bounded, level-coloured log with a level filter (``l`` cycles it).
 
+The lines live in a :class:`TailLog` of fixed capacity: its scrollable height never
+changes, so writing to it (or refilling it on ``l``) repaints the panel and nothing
+else. A growing log (Textual's RichLog) changes its virtual size with every write
+until it is full, and every such change re-lays out the whole screen (~30 ms here).
+
 Under a flood, a frame can bring hundreds of lines for a panel that shows a handful:
 only about twice the visible height is rendered per frame (the newest lines), warnings
 and errors always among them, and a dim line says how many were skipped and of which
@@ -17,16 +22,20 @@ from collections.abc import Iterable, Mapping
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.cache import LRUCache
 from textual.containers import Vertical
 from textual.events import Resize
-from textual.widgets import RichLog
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
 from perun_tui.events import Level
 from perun_tui.tui.format import et_time, fit
 from perun_tui.tui.messages import LogLine
 from perun_tui.tui.widgets.tones import tone
 
-REFILL = 200
+REFILL = 120
+CAPACITY = 500
 NARROW = 90  # below this many columns: short time and level
 MIN_PER_FRAME = 20
 LEVELS = (Level.DEBUG, Level.INFO, Level.WARNING, Level.ERROR)
@@ -50,21 +59,92 @@ def keep_newest(lines: list[LogLine], budget: int) -> tuple[list[LogLine], Count
     return [line for i, line in enumerate(lines) if i in keep], hidden
 
 
+class TailLog(ScrollView):
+    """The newest ``capacity`` lines, bottom-aligned, in a scrollable area whose size is
+    fixed (the capacity): appending and refilling only repaint. Lines are single rows
+    (fitted by the caller); while scrolled up, the view stays on the same lines."""
+
+    DEFAULT_CSS = """
+    TailLog { overflow-x: hidden; overflow-y: auto; }
+    """
+
+    def __init__(self, capacity: int = CAPACITY, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.capacity = capacity
+        self._lines: deque[tuple[int, Text]] = deque(maxlen=capacity)
+        self._seq = 0
+        self._strips: LRUCache[tuple[int, int], Strip] = LRUCache(256)
+
+    def on_mount(self) -> None:
+        self._size_to(self.scrollable_content_region.width)
+        self.scroll_end(animate=False, immediate=True)
+
+    def on_resize(self, event: Resize) -> None:
+        self._size_to(self.scrollable_content_region.width)
+
+    def _size_to(self, width: int) -> None:
+        size = Size(max(0, width), self.capacity)
+        if self.virtual_size != size:
+            self.virtual_size = size
+            self._strips.clear()
+
+    @property
+    def lines(self) -> list[str]:
+        """The lines held, as plain text (oldest first)."""
+        return [text.plain for _, text in self._lines]
+
+    @property
+    def following(self) -> bool:
+        return self.scroll_y >= self.max_scroll_y - 1
+
+    def write_lines(self, texts: list[Text]) -> None:
+        """Append lines at the bottom (the oldest fall out beyond the capacity)."""
+        if not texts:
+            return
+        following = self.following
+        for text in texts:
+            self._seq += 1
+            self._lines.append((self._seq, text))
+        if not following:  # keep the same lines in view: they moved up by len(texts)
+            self.scroll_to(y=max(0, self.scroll_y - len(texts)), animate=False, immediate=True)
+        self.refresh()
+
+    def replace(self, texts: list[Text]) -> None:
+        """Show these lines instead (a new filter, a new width); back to the end."""
+        self._lines.clear()
+        self._strips.clear()
+        self.write_lines(texts)
+        self.scroll_end(animate=False, immediate=True)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        style = self.rich_style
+        index = int(self.scroll_y) + y - (self.capacity - len(self._lines))
+        if not 0 <= index < len(self._lines) or width <= 0:
+            return Strip.blank(width, style)
+        seq, text = self._lines[index]
+        key = (seq, width)
+        strip = self._strips.get(key)
+        if strip is None:
+            segments = text.render(self.app.console)
+            strip = Strip(list(segments)).crop_extend(0, width, style)
+            self._strips[key] = strip
+        return strip
+
+
 class LogPanel(Vertical):
     BORDER_TITLE = "Log"
 
     def __init__(self, max_lines: int = 1000, *, id: str | None = None) -> None:
+        """``max_lines``: how many lines are kept in memory for a change of filter."""
         super().__init__(id=id)
-        self._max_lines = max_lines
         self._lines: deque[LogLine] = deque(maxlen=max_lines)
         self._level = Level.INFO
         self._width = 0
         self.skipped: Counter[Level] = Counter()
 
     def compose(self) -> ComposeResult:
-        log = RichLog(
-            id="log", max_lines=self._max_lines, wrap=False, markup=False, highlight=False
-        )
+        log = TailLog(id="log")
         log.can_focus = False
         yield log
 
@@ -82,8 +162,8 @@ class LogPanel(Vertical):
         return self._level
 
     @property
-    def log_widget(self) -> RichLog:
-        return self.query_one("#log", RichLog)
+    def log_widget(self) -> TailLog:
+        return self.query_one("#log", TailLog)
 
     def lines(self) -> list[LogLine]:
         return list(self._lines)
@@ -108,8 +188,7 @@ class LogPanel(Vertical):
         if hidden:
             texts.append(self._skipped_text(hidden))
         texts.extend(self._line_text(line) for line in shown)
-        if texts:
-            self.log_widget.write(Text("\n").join(texts))
+        self.log_widget.write_lines(texts)
 
     def cycle_level(self) -> Level:
         """Next filter level (debug → info → warning → error → debug)."""
@@ -128,10 +207,8 @@ class LogPanel(Vertical):
                 texts.append(self._line_text(line))
                 if len(texts) >= REFILL:
                     break
-        log = self.log_widget
-        log.clear()
-        if texts:
-            log.write(Text("\n").join(reversed(texts)))
+        texts.reverse()
+        self.log_widget.replace(texts)
 
     def _retitle(self) -> None:
         self.border_title = f"Log · {self._level.value}+"

@@ -1,4 +1,4 @@
-"""Market panel: one row per symbol, updated cell by cell as quotes arrive.
+"""Market panel: one row per symbol; a tick repaints only its symbol's line.
 
 The trend column is a sparkline of bar closes (one point per ``bar_minutes``, the
 trading cycle's bar size; the newest point follows the live price), and the change is
@@ -18,7 +18,7 @@ from textual.containers import Vertical
 
 from perun_tui.models import Bar, Quote
 from perun_tui.tui.format import ET, money, signed_pct, sparkline
-from perun_tui.tui.widgets.table import CellTable
+from perun_tui.tui.widgets.line_table import LineTable
 from perun_tui.tui.widgets.tones import tone
 
 HISTORY = 48
@@ -115,16 +115,11 @@ class MarketPanel(Vertical):
         self.seeded = False
 
     def compose(self) -> ComposeResult:
-        table = CellTable(
-            right=("last", "chg", "vol"), id="market-table", cursor_type="none",
-            zebra_stripes=False,
-        )
-        table.can_focus = False
-        yield table
+        yield LineTable(right=("last", "chg", "vol"), id="market-table")
 
     @property
-    def table(self) -> CellTable:
-        return self.query_one("#market-table", CellTable)
+    def table(self) -> LineTable:
+        return self.query_one("#market-table", LineTable)
 
     def on_mount(self) -> None:
         self._build()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -32,7 +33,7 @@ class PortfolioPanel(Vertical):
         self._positions: dict[str, Position] = {}
         self._compact = False
         self._last: PortfolioUpdated | None = None
-        self._statics: dict[str, object] = {}
+        self._statics: dict[str, tuple[str, tuple[tuple[int, int, str], ...]]] = {}
 
     def compose(self) -> ComposeResult:
         yield Static("waiting for the account…", id="account")
@@ -114,11 +115,24 @@ class PortfolioPanel(Vertical):
         self._update_static("orders", text)
 
     def _update_static(self, widget_id: str, text: Text) -> None:
-        """Only touch a Static when its content changed (an update re-lays it out)."""
+        """Only touch a Static when its content changed, and lay the screen out again
+        only when its height may change: a different number of lines, or a line that no
+        longer fits (wraps)."""
         stamp = (text.plain, tuple((sp.start, sp.end, str(sp.style)) for sp in text.spans))
-        if self._statics.get(widget_id) != stamp:
-            self._statics[widget_id] = stamp
-            self.query_one(f"#{widget_id}", Static).update(text)
+        old = self._statics.get(widget_id)
+        if old == stamp:
+            return
+        self._statics[widget_id] = stamp
+        static = self.query_one(f"#{widget_id}", Static)
+        width = static.content_region.width
+        lines = text.plain.split("\n")
+        same_height = (
+            old is not None
+            and width > 0
+            and len(lines) == len(old[0].split("\n"))
+            and all(cell_len(line) <= width for line in lines + old[0].split("\n"))
+        )
+        static.update(text, layout=not same_height)
 
     @property
     def positions(self) -> dict[str, Position]:

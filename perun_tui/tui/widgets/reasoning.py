@@ -19,14 +19,21 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from rich.text import Text
+from rich.text import Span, Text
 from textual.app import ComposeResult
+from textual.cache import LRUCache
 from textual.containers import Vertical, VerticalScroll
-from textual.widgets import Markdown, Static
+from textual.strip import Strip
+from textual.timer import Timer
+from textual.widget import Widget
+from textual.widgets import Markdown
 
 from perun_tui.events import AnalysisFinished
 
 KEEP = 20
+LIVE_INTERVAL_S = 0.2
+"""The live tail is repainted at most five times a second: enough to watch it being
+written, and a fifth of the repaints of a 10 Hz flood of deltas."""
 SOFT_BREAK = 600
 MAX_DOC_CHARS = 16_000
 """Per cycle. Markdown re-renders the last block on every append, so an unbounded
@@ -185,6 +192,37 @@ def usage_line(event: AnalysisFinished) -> str:
     return line
 
 
+class LiveTail(Widget):
+    """The last lines of the live cycle, already wrapped: drawn line by line and
+    replaced in place (no re-wrap, no layout)."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._lines: list[Text] = []
+        # as the text streams, the lines scroll up: the same lines again, one row higher
+        self._strips: LRUCache[tuple[str, tuple[Span, ...], int], Strip] = LRUCache(256)
+
+    def show_lines(self, lines: list[Text]) -> None:
+        self._lines = lines
+        self.refresh()
+
+    def text(self) -> str:
+        return "\n".join(line.plain for line in self._lines)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        base = self.rich_style
+        if not 0 <= y < len(self._lines):
+            return Strip.blank(width, base)
+        line = self._lines[y]
+        key = (line.plain, tuple(line.spans), width)
+        strip = self._strips.get(key)
+        if strip is None:
+            segments = line.render(self.app.console)
+            strip = self._strips[key] = Strip(list(segments)).crop_extend(0, width, base)
+        return strip
+
+
 class _FollowingMarkdown(Markdown):
     """Markdown that keeps its scrolling parent at the end as it grows (while ``follow``)."""
 
@@ -206,9 +244,14 @@ class ReasoningPanel(Vertical):
         self._shown: int | None = None
         self._now: datetime | None = None
         self._streaming = False  # the live view (not the markdown) is on screen
+        self._dirty = False  # something to draw at the next flush()
+        self._mode: bool | None = None  # streaming (True) or markdown (False) on screen
+        self._painted_at = 0.0
+        self._paint_timer: Timer | None = None
+        self._rendered: tuple[int, int] | None = None  # (cycle, size) in the markdown
 
     def compose(self) -> ComposeResult:
-        yield Static("", id="reasoning-live")
+        yield LiveTail(id="reasoning-live")
         with VerticalScroll(id="reasoning-scroll"):
             yield _FollowingMarkdown("*Waiting for the first analysis…*", id="reasoning-md")
 
@@ -220,8 +263,8 @@ class ReasoningPanel(Vertical):
         return self.query_one("#reasoning-md", _FollowingMarkdown)
 
     @property
-    def live_view(self) -> Static:
-        return self.query_one("#reasoning-live", Static)
+    def live_view(self) -> LiveTail:
+        return self.query_one("#reasoning-live", LiveTail)
 
     @property
     def scroll(self) -> VerticalScroll:
@@ -270,15 +313,15 @@ class ReasoningPanel(Vertical):
         follow = self._shown is None or self._shown == self._live
         self._live = cycle
         if follow:
-            await self.show(cycle)
+            self._select(cycle)
         self._retitle()
 
     async def append(self, cycle: int, channel: str, text: str) -> None:
         if cycle not in self._docs:
             await self.start(cycle, "", self._now or datetime.now().astimezone())
         self._doc(cycle).add(channel, text)
-        if cycle == self._shown and self._streaming:
-            self._paint_live()
+        if cycle == self._shown:
+            self._dirty = True
 
     async def finish(self, event: AnalysisFinished) -> None:
         doc = self._doc(event.cycle)
@@ -286,28 +329,56 @@ class ReasoningPanel(Vertical):
         if event.analyst and not doc.analyst:
             doc.analyst = event.analyst
         if event.cycle == self._shown:
-            await self.show(event.cycle)  # the whole document, as markdown, once
+            self._select(event.cycle)  # the whole document, as markdown, once
         self._retitle()
 
     async def show(self, cycle: int) -> None:
         """Display one cycle: streaming (live, unfinished) or as markdown."""
-        doc = self._docs.get(cycle)
+        if cycle in self._docs:
+            self._select(cycle)
+            await self.flush()
+
+    def _select(self, cycle: int) -> None:
+        """Make ``cycle`` the shown one; drawn by the next ``flush()``."""
+        self._shown = cycle
+        self._dirty = True
+        self._retitle()
+
+    async def flush(self) -> None:
+        """Draw what changed since the last flush, once: the screen calls it after each
+        bridge frame, so a frame that finishes one cycle and starts the next (or brings
+        a hundred deltas) costs one repaint, not one per event."""
+        if not self._dirty:
+            return
+        self._dirty = False
+        doc = self._docs.get(self._shown) if self._shown is not None else None
         if doc is None:
             return
-        self._shown = cycle
         streaming = not doc.finished
-        self._streaming = streaming
-        self.live_view.display = streaming
-        self.scroll.display = not streaming
+        if streaming is not self._mode:
+            self._mode = self._streaming = streaming
+            self.live_view.display = streaming
+            self.scroll.display = not streaming
+            if streaming:
+                self.call_after_refresh(self._paint_live)  # once the view has its size
         if streaming:
-            self._paint_live()
-            self.call_after_refresh(self._paint_live)  # once the view has its size
-        else:
+            self._rendered = None
+            self._paint_live_soon()
+        elif self._rendered != (doc.cycle, doc.size):
+            self._rendered = (doc.cycle, doc.size)
             markdown = self.markdown
             markdown.follow = True
             await markdown.update(doc.text)
             self.scroll.scroll_end(animate=False, immediate=True)
-        self._retitle()
+
+    def _paint_live_soon(self) -> None:
+        """Repaint the live tail at most every ``LIVE_INTERVAL_S`` (a timer catches up
+        with the last text when the stream pauses)."""
+        wait = self._painted_at + LIVE_INTERVAL_S - time.monotonic()
+        if wait <= 0:
+            self._paint_live()
+        elif self._paint_timer is None:
+            self._paint_timer = self.set_timer(wait, self._paint_live)
 
     def on_resize(self) -> None:
         if self._streaming:
@@ -315,6 +386,10 @@ class ReasoningPanel(Vertical):
 
     def _paint_live(self) -> None:
         """Show the tail of the live document that fits, in place (no layout pass)."""
+        if self._paint_timer is not None:
+            self._paint_timer.stop()
+            self._paint_timer = None
+        self._painted_at = time.monotonic()
         doc = self._docs.get(self._shown) if self._shown is not None else None
         view = self.live_view
         width, height = view.content_region.width, view.content_region.height
@@ -322,13 +397,11 @@ class ReasoningPanel(Vertical):
             return
         text = doc.tail(width * height * 2)
         lines = text.wrap(self.app.console, width, overflow="fold")
-        tail = Text("\n").join(lines[-height:])
-        view.update(tail, layout=False)
+        view.show_lines(list(lines)[-height:])
 
     async def add_history(self, doc: _Doc) -> None:
         """A cycle older than those in memory (from the database): keep it, show it."""
         self._docs[doc.cycle] = doc
-        self._docs.move_to_end(doc.cycle, last=False)
         ordered = sorted(self._docs.items())
         self._docs.clear()
         self._docs.update(ordered)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from rich.cells import cell_len
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Label
@@ -17,6 +18,7 @@ _STATE_CLASSES = {state: f"-{state.value}" for state in DaemonState}
 _NO_SCHEDULE = frozenset(
     {DaemonState.HALTED, DaemonState.PAUSED, DaemonState.STOPPED, DaemonState.STOPPING}
 )
+STATE_WIDTH = len("● waiting")
 REASON_CHARS = 40
 REASON_CHARS_COMPACT = 18
 
@@ -56,20 +58,23 @@ class StatusBar(Horizontal):
         self._texts: dict[str, str] = {}
 
     def _set(self, widget_id: str, text: str) -> Label:
-        """Update a label only when its text changes (an update re-lays out the bar)."""
+        """Update a label only when its text changes; lay the screen out again only when
+        its width changes (a layout pass costs the whole screen: the countdown ticking
+        from 27s to 26s must not)."""
         label = self.query_one(f"#{widget_id}", Label)
-        if self._texts.get(widget_id) != text:
+        old = self._texts.get(widget_id)
+        if old != text:
             self._texts[widget_id] = text
-            label.update(text)
+            label.update(text, layout=old is None or cell_len(old) != cell_len(text))
         return label
 
     def compose(self) -> ComposeResult:
         yield Label("Perun", id="brand")
         yield Label(self._mode.upper(), id="mode", classes=f"-{self._mode}")
-        yield Label("", id="state")
-        yield Label("", id="schedule")
-        yield Label("", id="market")
-        yield Label("", id="analyst")
+        yield Label("", id="state", markup=False)
+        yield Label("", id="schedule", markup=False)
+        yield Label("", id="market", markup=False)
+        yield Label("", id="analyst", markup=False)
 
     def on_mount(self) -> None:
         self._render_state()
@@ -131,7 +136,9 @@ class StatusBar(Horizontal):
                 room = REASON_CHARS_COMPACT if self._compact else REASON_CHARS
                 text += f" ({fit(reason, room)})"
             cls = _STATE_CLASSES[self._state]
-        label = self._set("state", text)
+        # waiting, cycling and paused take the same width: toggling them (every cycle,
+        # every `p`) repaints the label without laying the screen out again
+        label = self._set("state", text.ljust(STATE_WIDTH))
         label.tooltip = self._reason or None
         for other in _STATE_CLASSES.values():
             label.set_class(other == cls, other)
