@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from perun_tui.config import ConfigError, Settings
-from perun_tui.daemon import HALT_KEY
+from perun_tui.daemon import HALT_KEY, LOSS_BASE_KEY, RESUME_PENDING
 from perun_tui.redact import redact, register_secrets
 from perun_tui.report_view import render_report
 from perun_tui.services.history import session_bounds
@@ -118,6 +118,8 @@ async def set_halt(settings: Settings, reason: str | None) -> int:
     memory = await Memory.open(settings.database_path())
     try:
         await memory.set_state(HALT_KEY, reason)
+        if not reason:  # the daily loss is measured from the equity at the next cycle
+            await memory.set_state(LOSS_BASE_KEY, RESUME_PENDING)
     finally:
         await memory.close()
     if reason:

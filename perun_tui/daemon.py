@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from perun_tui.brokers.base import Broker, BrokerError, BrokerRetryable
 from perun_tui.bus import EventBus
@@ -77,6 +78,8 @@ log = logging.getLogger(__name__)
 
 HALT_KEY = "halted"
 INSTANCE_KEY = "instance_id"
+LOSS_BASE_KEY = "loss_base"  # the equity a person accepted by clearing a halt, and its day
+RESUME_PENDING = '{"pending": true}'  # cleared: the next equity seen becomes the base
 SIM_TIME_KEY = "sim_time"  # where simulated time stood: a restart carries on from there
 MAX_BACKOFF_S = 300.0
 ORDER_GRACE_S = 2.0  # at a stop, how long an order call in flight may take to finish
@@ -156,6 +159,10 @@ class OrchestrationDaemon:
         self.next_cycle_at: datetime | None = None
         self._last_trade: dict[str, datetime] = {}
         self._day_start_equity: float | None = None
+        # after a halt is cleared the daily loss is measured from the equity at that moment
+        # (the person accepted the loss so far), for the rest of that day
+        self._resume_base: tuple[date, float] | None = None
+        self._resume_pending = False
         self._run_now = False
         self._bars: dict[str, list[Bar]] = {}
         self._halt_lock = asyncio.Lock()  # halt, resume and the shared flag, one at a time
@@ -249,6 +256,8 @@ class OrchestrationDaemon:
         self.halt_reason = None
         self.execution.halted = False
         await self.memory.set_state(HALT_KEY, None)
+        await self.memory.set_state(LOSS_BASE_KEY, RESUME_PENDING)
+        self._resume_pending = True
         self._set_state(DaemonState.PAUSED if self._paused else DaemonState.WAITING, "halt cleared")
         self._log(Level.INFO, "halt cleared: trading resumes")
         self._wake.set()
@@ -331,6 +340,7 @@ class OrchestrationDaemon:
         await self.analysis.choose()
         if self.optimizer is not None:
             self.optimizer.kick()  # in the background: track records from the first cycles on
+        await self._load_loss_base()
         halt = await self.memory.get_state(HALT_KEY)
         if halt:
             self.halt_reason = halt
@@ -718,8 +728,9 @@ class OrchestrationDaemon:
         await self.memory.save_snapshot(
             cycle, report.started_at, account, list(self._positions.values()), quotes
         )
-        self._day_start_equity = account.last_equity or await self.memory.day_start_equity(
-            report.started_at.astimezone(EXCHANGE_TZ).date()
+        day = report.started_at.astimezone(EXCHANGE_TZ).date()
+        self._day_start_equity = await self._loss_reference(day, account) or (
+            account.last_equity or await self.memory.day_start_equity(day)
         )
         if await self._check_loss_limit(account):
             report.skipped = f"halted: {self.halt_reason}"
@@ -910,6 +921,26 @@ class OrchestrationDaemon:
                 self._bars[sym] = (old + bars)[-want:]
         return {s: self._bars.get(s, []) for s in symbols}
 
+    async def _loss_reference(self, day: date, account: Account) -> float | None:
+        """The equity accepted when a halt was last cleared today, if one was."""
+        if self._resume_pending:
+            self._resume_pending = False
+            self._resume_base = (day, account.equity)
+            await self.memory.set_state(
+                LOSS_BASE_KEY, json.dumps({"day": day.isoformat(), "equity": account.equity})
+            )
+        if self._resume_base is not None and self._resume_base[0] == day:
+            return self._resume_base[1]
+        return None
+
+    async def _load_loss_base(self) -> None:
+        text = await self.memory.get_state(LOSS_BASE_KEY)
+        data = json.loads(text) if text else {}
+        if data.get("pending"):
+            self._resume_pending = True
+        elif data.get("day") and data.get("equity"):
+            self._resume_base = (date.fromisoformat(data["day"]), float(data["equity"]))
+
     async def _check_loss_limit(self, account: Account) -> bool:
         start = self._day_start_equity
         if not start or self.halt_reason:
@@ -917,8 +948,9 @@ class OrchestrationDaemon:
         loss_pct = (start - account.equity) / start * 100
         limit = self.settings.risk.daily_loss_limit_pct
         if loss_pct >= limit:
+            since = "since the halt was cleared" if self._resume_base else "today"
             await self.halt(
-                f"daily loss limit: equity down {loss_pct:.2f}% today (limit {limit:g}%)"
+                f"daily loss limit: equity down {loss_pct:.3g}% {since} (limit {limit:g}%)"
             )
             return True
         return False

@@ -398,8 +398,9 @@ def test_the_daily_loss_limit_halts_stays_halted_and_perun_resume_clears_it(
 ) -> None:
     """End to end, through the CLI: a tiny risk.daily_loss_limit_pct halts a trading sim;
     a restart stays halted — no cycle, no order; `perun resume` from another shell clears
-    it and the next run trades again (with the limit raised: the day's loss is still
-    there, and the limit would rightly halt again at once)."""
+    it, after which the day's loss is measured from the equity at the next cycle (the
+    person accepted the loss so far): the same tiny limit does not halt again at once,
+    and the next runs trade."""
     backend = SimBackend(tmp_path)
     with trader_ollama(21) as ollama:
         series = Series(
@@ -432,6 +433,11 @@ def test_the_daily_loss_limit_halts_stays_halted_and_perun_resume_clears_it(
         resume = _perun(series.env, tmp_path, "resume", "--mode", "sim")
         assert resume.returncode == 0, resume.stderr
         assert read_db(series.db_path)["state"].get("halted") is None
+        child = series.start("--cycles", "1")  # the same tiny limit
+        assert child.finish(60) == 0, child.stderr[-5:]
+        assert len(child.events("CycleFinished")) == 1
+        assert not any(_halted(e) for e in child.events("DaemonStateChanged"))
+        assert "loss_base" in read_db(series.db_path)["state"]
         child = series.start("--cycles", "4", env={"PERUN_RISK__DAILY_LOSS_LIMIT_PCT": "100"})
         assert child.finish(60) == 0, child.stderr[-5:]
         assert not any(_halted(e) for e in child.events("DaemonStateChanged"))
