@@ -131,7 +131,9 @@ def log_line_for(event: Event, at: datetime) -> LogLine | None:
     elif isinstance(event, AnalysisFinished):
         level = Level.ERROR if event.error else Level.INFO
     elif isinstance(event, AnalystStatus):
-        level = Level.INFO if event.available else Level.WARNING
+        # the analysis service logs the change itself (a warning with what to do), and
+        # the header shows the status: the event's own line is detail
+        level = Level.DEBUG
     elif isinstance(event, CycleStarted | AnalysisStarted | PerformanceUpdated):
         level = Level.DEBUG
     if level is None:

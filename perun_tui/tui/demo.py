@@ -285,7 +285,7 @@ class DemoDaemon:
         rng = random.Random(seed)
         close = datetime(2026, 3, 9, 20, 0, tzinfo=UTC)  # Monday 16:00 ET
         for i, sym in enumerate(self.settings.trading.symbols):
-            price = BASE_PRICES.get(sym, 100.0) * (0.985 + 0.006 * i)
+            price = BASE_PRICES.get(sym, 100.0) * (0.994 + 0.003 * i)
             bars: list[Bar] = []
             for k in range(8):
                 ts = close - timedelta(minutes=15 * (8 - k))

@@ -63,6 +63,7 @@ from perun_tui.tui.widgets.signals import SignalsPanel
 from perun_tui.tui.widgets.status_bar import StatusBar
 
 COMPACT_WIDTH = 100
+HEADER_COMPACT_WIDTH = 112  # the full header (times in ET, the market line) needs ~111
 MAX_ERRORS = 50
 DETAILS_TIMEOUT_S = 10.0
 ERROR_DEDUP_S = 2.0
@@ -420,12 +421,12 @@ class MainScreen(Screen[None]):
 
     def on_resize(self) -> None:
         compact = self.size.width < COMPACT_WIDTH
+        self.status.set_compact(self.size.width < HEADER_COMPACT_WIDTH)
         if compact != self._compact:
             self._compact = compact
             self.market.set_compact(compact)
             self.portfolio.set_compact(compact)
             self.signals.set_compact(compact)
-            self.status.set_compact(compact)
             self.query_one(Footer).show_command_palette = not compact
 
     def _update_keys(self) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 
+from rich.segment import Segment
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.cache import LRUCache
@@ -81,6 +82,7 @@ class TailLog(ScrollView):
 
     def on_resize(self, event: Resize) -> None:
         self._size_to(self.scrollable_content_region.width)
+        self.scroll_end(animate=False, immediate=True)
 
     def _size_to(self, width: int) -> None:
         size = Size(max(0, width), self.capacity)
@@ -105,7 +107,9 @@ class TailLog(ScrollView):
         for text in texts:
             self._seq += 1
             self._lines.append((self._seq, text))
-        if not following:  # keep the same lines in view: they moved up by len(texts)
+        if following:
+            self.scroll_end(animate=False, immediate=True)
+        else:  # keep the same lines in view: they moved up by len(texts)
             self.scroll_to(y=max(0, self.scroll_y - len(texts)), animate=False, immediate=True)
         self.refresh()
 
@@ -119,14 +123,15 @@ class TailLog(ScrollView):
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
         style = self.rich_style
-        index = int(self.scroll_y) + y - (self.capacity - len(self._lines))
+        top = min(int(self.scroll_y), self.max_scroll_y)
+        index = top + y - (self.capacity - len(self._lines))
         if not 0 <= index < len(self._lines) or width <= 0:
             return Strip.blank(width, style)
         seq, text = self._lines[index]
         key = (seq, width)
         strip = self._strips.get(key)
         if strip is None:
-            segments = text.render(self.app.console)
+            segments = Segment.apply_style(text.render(self.app.console), style)
             strip = Strip(list(segments)).crop_extend(0, width, style)
             self._strips[key] = strip
         return strip

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from rich.segment import Segment
 from rich.text import Span, Text
 from textual.app import ComposeResult
 from textual.cache import LRUCache
@@ -218,7 +219,7 @@ class LiveTail(Widget):
         key = (line.plain, tuple(line.spans), width)
         strip = self._strips.get(key)
         if strip is None:
-            segments = line.render(self.app.console)
+            segments = Segment.apply_style(line.render(self.app.console), base)
             strip = self._strips[key] = Strip(list(segments)).crop_extend(0, width, base)
         return strip
 

@@ -19,7 +19,7 @@ from textual.widgets import Label
 
 from perun_tui.events import SignalChanged
 from perun_tui.models import Action, Signal, SignalStatus
-from perun_tui.tui.format import age, et_time, money, qty, time_left
+from perun_tui.tui.format import age, et_time, fit, money, qty, time_left
 from perun_tui.tui.widgets.table import CellTable
 from perun_tui.tui.widgets.tones import tone
 
@@ -91,6 +91,7 @@ class SignalsPanel(Vertical):
         self._pending: dict[str, Signal] = {}
         self._decisions: OrderedDict[str, Signal] = OrderedDict()
         self._busy: set[str] = set()
+        self._room = 0
         self._compact = False
         self._now: datetime | None = None
 
@@ -273,6 +274,24 @@ class SignalsPanel(Vertical):
         cells = {
             "time": (et_time(at), "dim"),
             "what": (_what(signal), ""),
-            "outcome": (text, tone(self, tone_name)),
+            "outcome": (fit(text, self._outcome_room()), tone(self, tone_name)),
         }
         self.decisions_table.write_row(sid, cells)
+
+    def _outcome_room(self) -> int:
+        """How wide an outcome may be to fit the panel (ends at a word, with "…")."""
+        width = self.content_region.width
+        if width <= 0:
+            return 0  # not laid out yet: as is
+        what = max((len(_what(s)) for s in self._decisions.values()), default=0)
+        used = (what + 2) + 2 + 1  # the signal column, the outcome's padding, a scrollbar
+        if not self._compact:
+            used += 5 + 2  # the time
+        return max(12, width - used)
+
+    def on_resize(self) -> None:
+        room = self._outcome_room()
+        if room != self._room:
+            self._room = room
+            for sid in self._decisions:
+                self._paint_decision(sid)

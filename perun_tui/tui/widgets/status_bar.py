@@ -114,9 +114,10 @@ class StatusBar(Horizontal):
         label.tooltip = event.detail or None
 
     def set_compact(self, compact: bool) -> None:
-        self._compact = compact
-        self._render_state()
-        self.tick()
+        if compact != self._compact:
+            self._compact = compact
+            self._render_state()
+            self.tick()
 
     @property
     def state(self) -> DaemonState:
