@@ -871,6 +871,7 @@ class OrchestrationDaemon:
             await self.execution.propose(signal, approved_by_risk=True, reason="")
             if signal.status is SignalStatus.PENDING:
                 report.pending += 1
+                await self.execution.supersede(signal)
             elif signal.client_order_id is not None:
                 # an order went (or may have gone) to the broker: it counts against
                 # risk.max_orders_per_cycle whatever the broker made of it

@@ -219,6 +219,23 @@ class ExecutionService:
             await self._move(signal, SignalStatus.REJECTED, by=by, reason=reason)
             return f"{signal.symbol}: rejected"
 
+    async def supersede(self, newer: Signal) -> list[Signal]:
+        """A newer pending idea on a symbol replaces the ones still waiting for it: the
+        person decides on the latest price and reasoning, not on a pile of repeats."""
+        async with self._lock:
+            older = [
+                s for s in self.pending.values()
+                if s.symbol == newer.symbol and s.id != newer.id
+                and s.status is SignalStatus.PENDING and s.created_at <= newer.created_at
+            ]
+            reason = (
+                f"superseded by the newer {newer.action.value.upper()} {newer.symbol} "
+                f"signal of cycle {newer.cycle}"
+            )
+            for signal in older:
+                await self._move(signal, SignalStatus.EXPIRED, by="system", reason=reason)
+            return older
+
     async def expire_due(self) -> int:
         """Expire pending signals whose TTL has passed."""
         now = self.now()

@@ -61,8 +61,8 @@ async def one_pending(runtime: Runtime) -> Signal:
     daemon = runtime.daemon
     daemon.analysis.primary = OneIdea(0.9)
     daemon.run_now()
-    await until(lambda: bool(daemon.pending_signals()), "a pending signal")
-    return daemon.pending_signals()[0]
+    await until(lambda: daemon.cycles_run == 2, "the cycle")
+    return daemon.pending_signals()[-1]  # the newest: it supersedes older AAPL ideas
 
 
 @pytest.fixture
@@ -191,3 +191,16 @@ async def test_pending_signals_expire_when_their_ttl_passes(
     assert (history[-1].new, history[-1].by, history[-1].reason) == (
         SignalStatus.EXPIRED, "ttl", "TTL passed"
     )
+
+
+async def test_a_newer_idea_supersedes_the_one_still_waiting(started: Start) -> None:
+    runtime = await started(PERUN_APPROVAL__TTL_MINUTES="1440")
+    daemon = runtime.daemon
+    first = await one_pending(runtime)
+    daemon.run_now()
+    await until(lambda: daemon.cycles_run == 3, "the next cycle")
+    newest = daemon.pending_signals()[-1]
+    assert newest.cycle == 3 and first.id not in {s.id for s in daemon.pending_signals()}
+    last = (await runtime.memory.transitions(first.id))[-1]
+    assert (last.new, last.by) == (SignalStatus.EXPIRED, "system")
+    assert last.reason == "superseded by the newer BUY AAPL signal of cycle 3"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from perun_tui.config import Settings
-from perun_tui.events import AnalysisFinished, CycleFinished, ErrorRaised, SignalChanged
+from perun_tui.events import AnalysisFinished, CycleFinished, ErrorRaised, LogEvent, SignalChanged
 from perun_tui.llm.base import AnalysisContext, AnalysisResult, AnalystHealth, DeltaCallback
 from perun_tui.models import OrderStatus, SignalStatus
 from perun_tui.runtime import build_runtime
@@ -50,20 +50,48 @@ async def test_auto_mode_places_and_fills_orders(tmp_path: Path) -> None:
             assert path == [SignalStatus.APPROVED, SignalStatus.SUBMITTED, SignalStatus.FILLED]
 
 
+async def waiting_fate(memory: Memory, ids: set[str]) -> dict[str, str]:
+    """What became of signals that were pending: still pending, or superseded by a newer
+    one on the same symbol — anything else (a TTL expiry, a vanished row) is a loss."""
+    out = {}
+    for sid in ids:
+        last = (await memory.transitions(sid))[-1]
+        if last.new is SignalStatus.PENDING:
+            out[sid] = "pending"
+        elif last.new is SignalStatus.EXPIRED and last.reason.startswith("superseded"):
+            out[sid] = "superseded"
+        else:
+            out[sid] = f"{last.new.value} by {last.by}: {last.reason}"
+    return out
+
+
 async def test_restart_continues_cycles_positions_and_pending(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path, PERUN_APPROVAL__TTL_MINUTES="1440")
-    first = await run_cycles(settings, 3)
-    pending_first = {
-        e.signal.id for e in first
-        if isinstance(e, SignalChanged) and e.transition.new is SignalStatus.PENDING
-    }
-    assert pending_first, "the rules analyst should propose something in 3 cycles"
+    settings = settings_for(
+        tmp_path,
+        PERUN_APPROVAL__TTL_MINUTES="1440",
+        PERUN_APPROVAL__MODE="threshold",  # the surer ideas fill, the others wait
+        PERUN_APPROVAL__AUTO_MIN_CONFIDENCE="0.7",
+    )
+    await run_cycles(settings, 4)
+    async with await Memory.open(settings.database_path()) as memory:
+        waiting = {s.id for s in await memory.pending_signals()}
+        snapshot = await memory.last_snapshot()
+        assert snapshot is not None
+        held = {p.symbol: p.qty for p in snapshot.positions}
+    assert waiting, "the rules analyst should leave something pending in 4 cycles"
+    assert held, "and fill something"
     runtime = await build_runtime(settings, every_s=0.01, max_cycles=1, quote_interval_s=0.05)
+    sub = runtime.bus.subscribe(LogEvent)
     try:
         await asyncio.wait_for(runtime.daemon.run(), 60)
-        still = {s.id for s in runtime.daemon.pending_signals()}
-        assert pending_first <= still
-        assert await runtime.memory.next_cycle_number() == 5
+        restored = [e.message for e in sub.drain() if "restored" in e.message]
+        assert restored == [f"restored {len(waiting)} pending signal(s)"]
+        assert set((await waiting_fate(runtime.memory, waiting)).values()) <= {
+            "pending", "superseded"
+        }
+        positions = {p.symbol: p.qty for p in await runtime.broker.positions()}
+        assert {s: positions.get(s) for s in held} == held
+        assert await runtime.memory.next_cycle_number() == 6
     finally:
         await runtime.close()
 
@@ -225,7 +253,10 @@ async def test_pending_signals_keep_their_ttl_across_a_restart(tmp_path: Path) -
             if runtime.daemon.execution.ready and runtime.daemon.cycles_run:
                 break
             await asyncio.sleep(0.02)
-        assert pending <= {s.id for s in runtime.daemon.pending_signals()}
+        # kept their TTL: still pending, or replaced by the newer idea on their symbol
+        assert set((await waiting_fate(runtime.memory, pending)).values()) <= {
+            "pending", "superseded"
+        }
     finally:
         await runtime.daemon.stop()
         await task
