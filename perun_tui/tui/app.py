@@ -167,6 +167,7 @@ class PerunApp(App[None]):
                 # schedule (pandas): in a thread, not on the screen's loop
                 await asyncio.to_thread(now)
             self.clock.use(clock)
+            self.main.tick()  # ages and time-to-live in the daemon's time from now on
         self.main.attach(daemon)
         self.freeze_heap()
         if self._start_daemon:

@@ -72,6 +72,9 @@ async def test_approve_and_reject_through_keys_reach_the_database_and_broker(
         runtime = app.runtime
         first = app.main.signals.selected()
         assert first is not None and first.id == app.main.signals.pending[0].id
+        # ages and TTLs are in the daemon's (simulated) time from the start, not in the
+        # wall-clock time the screen used before the runtime existed
+        assert app.main.signals.pending_table.shown(first.id, "ttl") not in ("expired", None)
 
         await pilot.press("a")
         await until(pilot, lambda: (d := app.main.signals.decision(first.id)) is not None

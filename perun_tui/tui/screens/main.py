@@ -183,8 +183,8 @@ class MainScreen(Screen[None]):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.set_interval(1.0, self._tick)
-        self._tick()
+        self.set_interval(1.0, self.tick)
+        self.tick()
 
     # ------------------------------------------------------------------ panels
 
@@ -413,7 +413,8 @@ class MainScreen(Screen[None]):
                 timeout=8,
             )
 
-    def _tick(self) -> None:
+    def tick(self) -> None:
+        """Refresh what depends on the clock (once a second, and when it changes)."""
         now = self.clock.now()
         self.status.tick()
         self.signals.tick(now)
