@@ -416,20 +416,20 @@ async def stage(app: PerunApp, daemon: DemoDaemon) -> None:
     await daemon.populate(bridge.settled)
     await bridge.settled()
     reasoning = app.main.reasoning
-    await wait_for(lambda: reasoning.markdown.source == reasoning.shown_text())
+    await wait_for(lambda: reasoning.markdown_source == reasoning.shown_text())
     await settle_layout(app)
 
 
 async def settle_layout(app: PerunApp, quiet_checks: int = 3) -> None:
     """Wait until the reasoning panel has stopped growing and scrolled to its end."""
-    scroll = app.main.reasoning.query_one("#reasoning-scroll")
-    markdown = app.main.reasoning.markdown
+    scroll = app.main.reasoning.scroll
     last: object = None
     quiet = 0
     async with asyncio.timeout(5):
         while quiet < quiet_checks:
             await asyncio.sleep(0.02)
-            state = (markdown.size, scroll.max_scroll_y, scroll.scroll_y)
+            markdown = app.main.reasoning.markdown
+            state = (markdown and markdown.size, scroll.max_scroll_y, scroll.scroll_y)
             at_end = scroll.scroll_y >= scroll.max_scroll_y
             quiet = quiet + 1 if state == last and at_end else 0
             last = state

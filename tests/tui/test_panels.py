@@ -153,7 +153,7 @@ async def test_reasoning_streams_into_one_widget_and_renders_markdown_when_done(
         await settle(pilot)
         assert reasoning.streaming and reasoning.live_view.display
         assert not reasoning.scroll.display
-        assert "Paragraph" not in reasoning.markdown.source  # no markdown while streaming
+        assert "Paragraph" not in reasoning.markdown_source  # no markdown while streaming
         await until(pilot, lambda: "Paragraph 39" in reasoning.live_view.text())
         daemon.bus.publish(AnalysisFinished(
             7, "qwen3:8b", "calm", 0, 3.1, tokens=519, prompt_tokens=456,
@@ -161,7 +161,7 @@ async def test_reasoning_streams_into_one_widget_and_renders_markdown_when_done(
         ))
         await settle(pilot)
         assert not reasoning.streaming and reasoning.scroll.display
-        assert "Paragraph 39" in reasoning.markdown.source
+        assert "Paragraph 39" in reasoning.markdown_source
         assert reasoning.border_title == (
             "Reasoning · cycle 7 · 3.1 s · 456 in / 63 out · 45 tok/s"
         )

@@ -54,7 +54,6 @@ from perun_tui.tui.screens.confirm import ConfirmModal
 from perun_tui.tui.screens.details import DetailsChoice, DetailsView, SignalDetailsModal
 from perun_tui.tui.screens.errors import ErrorsModal
 from perun_tui.tui.screens.help import HelpScreen, KeyRow
-from perun_tui.tui.screens.pull import PullModal, PullOutcome
 from perun_tui.tui.widgets.log_panel import LogPanel
 from perun_tui.tui.widgets.market import MarketPanel
 from perun_tui.tui.widgets.portfolio import PortfolioPanel
@@ -364,6 +363,9 @@ class MainScreen(Screen[None]):
             return
         self._pulling = True
         self._update_keys()
+
+        # imported on first use: the progress bar is off the path to the first frame
+        from perun_tui.tui.screens.pull import PullModal, PullOutcome
 
         def done(outcome: PullOutcome | None) -> None:
             self._pulling = False

@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from rich.segment import Segment
 from rich.text import Span, Text
@@ -26,8 +27,10 @@ from textual.cache import LRUCache
 from textual.containers import Vertical, VerticalScroll
 from textual.strip import Strip
 from textual.timer import Timer
+
+if TYPE_CHECKING:
+    from perun_tui.tui.widgets.markdown_view import FollowingMarkdown
 from textual.widget import Widget
-from textual.widgets import Markdown
 
 from perun_tui.events import AnalysisFinished
 
@@ -224,17 +227,6 @@ class LiveTail(Widget):
         return strip
 
 
-class _FollowingMarkdown(Markdown):
-    """Markdown that keeps its scrolling parent at the end as it grows (while ``follow``)."""
-
-    follow = True
-
-    def on_resize(self) -> None:
-        parent = self.parent
-        if self.follow and isinstance(parent, VerticalScroll):
-            parent.scroll_end(animate=False, immediate=True)
-
-
 class ReasoningPanel(Vertical):
     BORDER_TITLE = "Reasoning"
 
@@ -248,20 +240,34 @@ class ReasoningPanel(Vertical):
         self._dirty = False  # something to draw at the next flush()
         self._mode: bool | None = None  # streaming (True) or markdown (False) on screen
         self._painted_at = 0.0
+        self._markdown: FollowingMarkdown | None = None
         self._paint_timer: Timer | None = None
         self._rendered: tuple[int, int] | None = None  # (cycle, size) in the markdown
 
     def compose(self) -> ComposeResult:
         yield LiveTail(id="reasoning-live")
-        with VerticalScroll(id="reasoning-scroll"):
-            yield _FollowingMarkdown("*Waiting for the first analysis…*", id="reasoning-md")
+        yield VerticalScroll(id="reasoning-scroll")
 
     def on_mount(self) -> None:
-        self.live_view.display = False
+        self.scroll.display = False
+        self.live_view.show_lines([Text("Waiting for the first analysis…", style="italic dim")])
 
     @property
-    def markdown(self) -> _FollowingMarkdown:
-        return self.query_one("#reasoning-md", _FollowingMarkdown)
+    def markdown(self) -> FollowingMarkdown | None:
+        """The markdown view, once a finished cycle has been shown."""
+        return self._markdown
+
+    @property
+    def markdown_source(self) -> str:
+        return self._markdown.source if self._markdown is not None else ""
+
+    async def _markdown_view(self) -> FollowingMarkdown:
+        if self._markdown is None:
+            from perun_tui.tui.widgets.markdown_view import FollowingMarkdown
+
+            self._markdown = FollowingMarkdown(id="reasoning-md")
+            await self.scroll.mount(self._markdown)
+        return self._markdown
 
     @property
     def live_view(self) -> LiveTail:
@@ -367,7 +373,7 @@ class ReasoningPanel(Vertical):
             self._paint_live_soon()
         elif self._rendered != (doc.cycle, doc.size):
             self._rendered = (doc.cycle, doc.size)
-            markdown = self.markdown
+            markdown = await self._markdown_view()
             markdown.follow = True
             await markdown.update(doc.text)
             self.scroll.scroll_end(animate=False, immediate=True)
