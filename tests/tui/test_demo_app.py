@@ -341,6 +341,12 @@ async def test_quotes_update_cells_without_rebuilding_rows() -> None:
         assert table.shown("AAPL", "last") == "99.50"
         assert str(table.shown("AAPL", "chg")).startswith("-0.5")
         assert len(str(table.shown("AAPL", "trend"))) == 3
+        # a change in one row invalidates that row's line only
+        await pilot.pause()
+        assert {"AAPL", "MSFT", "NVDA"} <= table.drawn_rows
+        assert table.write_row("AAPL", {"last": ("99.60", "")}) == 1
+        assert "AAPL" not in table.drawn_rows and {"MSFT", "NVDA"} <= table.drawn_rows
+        assert table.write_row("MSFT", {"sym": ("MSFT", "")}) == 0  # unchanged: nothing
 
 
 async def test_change_and_trend_are_seeded_from_the_daemons_bars() -> None:

@@ -16,6 +16,7 @@ from perun_tui.models import SignalStatus, client_order_id_for
 from perun_tui.tui.app import PerunApp, real_runtime
 from perun_tui.tui.screens.confirm import ConfirmModal
 from perun_tui.tui.screens.errors import ErrorsModal
+from perun_tui.tui.widgets import reasoning as reasoning_module
 from tests.fakes.ollama_server import FakeOllama, HttpError, Reply
 from tests.sim import SIM_START
 
@@ -187,3 +188,29 @@ async def test_recent_decisions_are_back_after_a_restart(
         assert shown is not None and shown.startswith("rejected")
         await pilot.press("q")
         await until(pilot, lambda: again._exit, within=10)
+
+
+async def test_older_reasoning_is_loaded_from_the_database(
+    tmp_path: Path, ollama: FakeOllama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the last KEEP cycles stay in memory; `[` past them reads the database."""
+    monkeypatch.setattr(reasoning_module, "KEEP", 2)
+    app = PerunApp(sim_settings(tmp_path, ollama.url), runtime_factory=real_runtime(every_s=0.2))
+    async with app.run_test(size=SIZE) as pilot:
+        reasoning = app.main.reasoning
+        await until(pilot, lambda: (reasoning.shown_cycle or 0) >= 4, within=40)
+        await pilot.press("p")  # no new cycles while paging back
+        await until(pilot, lambda: app.main.status.state is DaemonState.PAUSED)
+        await until(pilot, lambda: reasoning.shown_cycle is not None
+                    and reasoning.markdown_source != "")
+        assert len(reasoning.cycles) == 2
+        oldest = reasoning.cycles[0]
+        await pilot.press("left_square_bracket")  # in memory
+        await until(pilot, lambda: reasoning.shown_cycle == oldest)
+        await pilot.press("left_square_bracket")  # from the database
+        await until(pilot, lambda: reasoning.shown_cycle == oldest - 1)
+        assert "buy both" in reasoning.shown_text()  # the stored thinking
+        assert "history" in str(reasoning.border_subtitle)
+        await pilot.press("q")
+        await until(pilot, lambda: app._exit, within=10)
+    assert app.return_code == 0

@@ -100,6 +100,11 @@ class LineTable(Widget):
             self._strips.clear()  # the rows below move up
             self.refresh(layout=True)
 
+    @property
+    def drawn_rows(self) -> set[str]:
+        """Rows whose line is drawn and still valid (not to be rendered again)."""
+        return set(self._strips)
+
     def shown(self, row: str, column: str) -> str | None:
         value = self._rows.get(row, {}).get(column)
         return None if value is None else value[0]
