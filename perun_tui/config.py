@@ -328,6 +328,7 @@ class OptimizationSettings(_Section):
         default_factory=lambda: [0.5, 0.9], min_length=2, max_length=2
     )
     replay_steps: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=1, max_length=6)
+    window_days: int = Field(30, ge=0, le=3650)
 
     @field_validator("horizons", "replay_steps", "auto_apply_keys", "confidence_bounds",
                      mode="before")

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from pydantic import Field
@@ -306,10 +306,22 @@ class Optimizer:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
+    async def _window(self) -> datetime | None:
+        """Where the running report starts: ``optimization.window_days`` before the newest
+        snapshot, so a run's cost stays bounded however long Perun has been trading
+        (``perun report`` covers everything unless given a range)."""
+        days = self.settings.optimization.window_days
+        if not days:
+            return None
+        _, last = await asyncio.to_thread(snapshot_span, self.memory.path)
+        return None if last is None else last - timedelta(days=days)
+
     async def run(self) -> PerformanceReport | None:
         self.runs += 1
         try:
-            report = await performance_report(self.memory, self.settings)
+            report = await performance_report(
+                self.memory, self.settings, since=await self._window()
+            )
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("performance analysis failed: %s", self.last_error)
@@ -333,7 +345,7 @@ class Optimizer:
 
     async def report(self) -> PerformanceReport:
         """A fresh report (the performance screen's refresh); kept as ``last_report``."""
-        report = await performance_report(self.memory, self.settings)
+        report = await performance_report(self.memory, self.settings, since=await self._window())
         self.last_report = report
         return report
 

@@ -462,3 +462,26 @@ def test_cli_rejects_a_reversed_range(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert "--since 2026-03-05 is after --until 2026-03-02" in out.stderr
+
+
+async def test_the_running_report_covers_a_window_perun_report_everything(
+    tmp_path: Path,
+) -> None:
+    """The daemon's periodic report (and the `o` screen) look back optimization.window_days
+    from the newest snapshot, so its cost does not grow with a long history."""
+    settings = settings_for(tmp_path, PERUN_OPTIMIZATION__WINDOW_DAYS="1")
+    await fill_by_hand(settings)
+    last = T0 + timedelta(minutes=45)
+    async with await Memory.open(settings.database_path()) as memory:
+        # a snapshot two days later: the first four fall out of a one-day window
+        await memory.save_snapshot(5, last + timedelta(days=2),
+                                   Account(cash=9_600, equity=10_150, buying_power=9_600), [],
+                                   quotes(last + timedelta(days=2), A=110, B=55))
+        windowed = await Optimizer(memory, settings).run()
+        everything = await performance_report(memory, settings)
+        settings.optimization.window_days = 0
+        unbounded = await Optimizer(memory, settings).run()
+    assert windowed is not None and unbounded is not None
+    assert windowed.since == last + timedelta(days=1)
+    assert windowed.period.snapshots == 1
+    assert everything.period.snapshots == unbounded.period.snapshots == 5
