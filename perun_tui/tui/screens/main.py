@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import ClassVar
 
 from textual.app import ComposeResult
@@ -187,27 +188,27 @@ class MainScreen(Screen[None]):
 
     # ------------------------------------------------------------------ panels
 
-    @property
+    @cached_property  # one query: the widget is composed once
     def status(self) -> StatusBar:
         return self.query_one(StatusBar)
 
-    @property
+    @cached_property  # one query: the widget is composed once
     def market(self) -> MarketPanel:
         return self.query_one(MarketPanel)
 
-    @property
+    @cached_property  # one query: the widget is composed once
     def portfolio(self) -> PortfolioPanel:
         return self.query_one(PortfolioPanel)
 
-    @property
+    @cached_property  # one query: the widget is composed once
     def reasoning(self) -> ReasoningPanel:
         return self.query_one(ReasoningPanel)
 
-    @property
+    @cached_property  # one query: the widget is composed once
     def signals(self) -> SignalsPanel:
         return self.query_one(SignalsPanel)
 
-    @property
+    @cached_property  # one query: the widget is composed once
     def log_panel(self) -> LogPanel:
         return self.query_one(LogPanel)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
+from functools import cached_property
 
 from rich.segment import Segment
 from rich.text import Text
@@ -166,7 +167,7 @@ class LogPanel(Vertical):
     def level(self) -> Level:
         return self._level
 
-    @property
+    @cached_property  # one query: the widget is composed once
     def log_widget(self) -> TailLog:
         return self.query_one("#log", TailLog)
 

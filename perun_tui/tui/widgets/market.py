@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import cached_property
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -117,7 +118,7 @@ class MarketPanel(Vertical):
     def compose(self) -> ComposeResult:
         yield LineTable(right=("last", "chg", "vol"), id="market-table")
 
-    @property
+    @cached_property  # one query: the widget is composed once
     def table(self) -> LineTable:
         return self.query_one("#market-table", LineTable)
 

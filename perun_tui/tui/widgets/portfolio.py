@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from rich.cells import cell_len
 from rich.text import Text
 from textual.app import ComposeResult
@@ -44,7 +46,7 @@ class PortfolioPanel(Vertical):
         yield table
         yield Static("", id="orders")
 
-    @property
+    @cached_property  # one query: the widget is composed once
     def table(self) -> CellTable:
         return self.query_one("#positions", CellTable)
 

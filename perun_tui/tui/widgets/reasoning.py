@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from rich.segment import Segment
@@ -269,11 +270,11 @@ class ReasoningPanel(Vertical):
             await self.scroll.mount(self._markdown)
         return self._markdown
 
-    @property
+    @cached_property  # one query: the widget is composed once
     def live_view(self) -> LiveTail:
         return self.query_one("#reasoning-live", LiveTail)
 
-    @property
+    @cached_property  # one query: the widget is composed once
     def scroll(self) -> VerticalScroll:
         return self.query_one("#reasoning-scroll", VerticalScroll)
 
@@ -379,13 +380,15 @@ class ReasoningPanel(Vertical):
             self.scroll.scroll_end(animate=False, immediate=True)
 
     def _paint_live_soon(self) -> None:
-        """Repaint the live tail at most every ``LIVE_INTERVAL_S`` (a timer catches up
-        with the last text when the stream pauses)."""
-        wait = self._painted_at + LIVE_INTERVAL_S - time.monotonic()
-        if wait <= 0:
+        """Repaint the live tail at most every ``LIVE_INTERVAL_S``, on a bridge frame (so
+        it adds no screen refresh of its own); a timer catches up with the last text
+        when no further frame comes."""
+        if time.monotonic() - self._painted_at >= LIVE_INTERVAL_S:
             self._paint_live()
-        elif self._paint_timer is None:
-            self._paint_timer = self.set_timer(wait, self._paint_live)
+            return
+        self._dirty = True  # the next frame's flush() paints it
+        if self._paint_timer is None:
+            self._paint_timer = self.set_timer(2 * LIVE_INTERVAL_S, self._paint_live)
 
     def on_resize(self) -> None:
         if self._streaming:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from datetime import datetime
+from functools import cached_property
 from typing import ClassVar
 
 from textual.app import ComposeResult
@@ -102,11 +103,11 @@ class SignalsPanel(Vertical):
         decisions.can_focus = False
         yield decisions
 
-    @property
+    @cached_property  # one query: the widget is composed once
     def pending_table(self) -> PendingTable:
         return self.query_one("#pending", PendingTable)
 
-    @property
+    @cached_property  # one query: the widget is composed once
     def decisions_table(self) -> CellTable:
         return self.query_one("#decisions", CellTable)
 
