@@ -169,6 +169,9 @@ class _Agg:
     volume: list[float]
 
 
+SESSIONS_KEPT = 6  # per symbol, in the path and bar caches
+
+
 class SimMarket:
     """Deterministic synthetic prices for a set of symbols on the NYSE calendar."""
 
@@ -178,8 +181,8 @@ class SimMarket:
         calendar: TradingCalendar,
         *,
         seed: int = 42,
-        path_cache: int = 512,
-        agg_cache: int = 8192,
+        path_cache: int | None = None,
+        agg_cache: int | None = None,
     ) -> None:
         self.seed = seed % 2**63
         self.calendar = calendar
@@ -191,8 +194,12 @@ class SimMarket:
         self._chains: dict[str, _Chain] = {}
         self._paths: OrderedDict[tuple[str, dt.date], SessionPath] = OrderedDict()
         self._aggs: OrderedDict[tuple[str, dt.date, int], _Agg] = OrderedDict()
-        self._path_cache = path_cache
-        self._agg_cache = agg_cache
+        # Bounded by the universe, not the run: a cycle needs a symbol's last few sessions
+        # (history bars reach back about two), so a long run must not keep every session
+        # it ever generated.
+        n = max(len({s.strip().upper() for s in symbols}), 4)
+        self._path_cache = path_cache if path_cache is not None else SESSIONS_KEPT * n
+        self._agg_cache = agg_cache if agg_cache is not None else 4 * SESSIONS_KEPT * n
         self._prev: dict[dt.date, Session | None] = {}  # session date -> previous session
         self._close_prices: dict[tuple[str, dt.date], float] = {}
 
