@@ -11,6 +11,7 @@ import pytest
 
 from perun_tui.config import Settings
 from perun_tui.tui.app import PerunApp, real_runtime
+from perun_tui.tui.screens import pull as pull_module
 from perun_tui.tui.screens.confirm import ConfirmModal
 from perun_tui.tui.screens.pull import PullModal
 from tests.fakes.ollama_server import FakeOllama
@@ -44,19 +45,26 @@ def toasts(app: PerunApp) -> list[str]:
 
 
 async def test_a_missing_model_is_offered_once_and_pulled_with_progress(
-    tmp_path: Path, ollama: FakeOllama
+    tmp_path: Path, ollama: FakeOllama, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    shown: list[PullModal] = []
+
+    class Recorded(PullModal):
+        def on_mount(self) -> None:  # Textual calls PullModal.on_mount as well
+            shown.append(self)
+
+    monkeypatch.setattr(pull_module, "PullModal", Recorded)
     app = PerunApp(settings_for(tmp_path, ollama.url), runtime_factory=real_runtime(every_s=3600))
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: isinstance(app.screen, ConfirmModal), within=30)
+        # the safe choice is first and focused (and the modal is composed)
+        await until(pilot, lambda: app.focused is not None and app.focused.id == "cancel")
         body = str(app.screen.query_one("#dialog-body").render())
         assert f"model {MODEL} not found on {ollama.url} — pull it now?" in body
-        # the safe choice is first and focused
-        await until(pilot, lambda: app.focused is not None and app.focused.id == "cancel")
         await pilot.press("tab", "enter")
-        await until(pilot, lambda: isinstance(app.screen, PullModal))
-        modal = app.screen
-        assert isinstance(modal, PullModal)
+        # the modal may come and go between two looks on a busy machine: record it
+        await until(pilot, lambda: bool(shown), within=20)
+        [modal] = shown
         await until(pilot, lambda: app.screen is app.main, within=20)
         assert "pulling manifest" in modal.steps and "success" in modal.steps
         assert any(step.startswith("pulling ") and step != "pulling manifest"
@@ -83,6 +91,7 @@ async def test_escape_cancels_the_pull_and_m_offers_it_again(
         assert app.main.missing_model == MODEL
         await pilot.press("m")  # the key offers it again
         await until(pilot, lambda: isinstance(app.screen, ConfirmModal))
+        await until(pilot, lambda: app.focused is not None and app.focused.id == "cancel")
         await pilot.press("tab", "enter")
         await until(pilot, lambda: isinstance(app.screen, PullModal))
         modal = app.screen
