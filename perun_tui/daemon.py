@@ -25,7 +25,6 @@ from perun_tui.brokers.base import Broker, BrokerError, BrokerRetryable
 from perun_tui.bus import EventBus
 from perun_tui.config import Settings
 from perun_tui.events import (
-    AnalysisFinished,
     AnalysisStarted,
     CycleFinished,
     CycleStarted,
@@ -775,22 +774,7 @@ class OrchestrationDaemon:
 
         result, elapsed = await self.analysis.analyze(choice, context, on_delta)
         await self.memory.save_analysis(cycle, result, elapsed)
-        usage = result.usage
-        self.bus.publish(
-            AnalysisFinished(
-                cycle=cycle,
-                analyst=result.analyst,
-                market_view=result.market_view,
-                signals=len(result.signals),
-                elapsed_s=elapsed,
-                tokens=usage.prompt_tokens + usage.completion_tokens if usage else None,
-                error=result.error,
-                prompt_tokens=usage.prompt_tokens if usage else None,
-                completion_tokens=usage.completion_tokens if usage else None,
-                load_ms=usage.load_ms if usage else None,
-                tokens_per_s=usage.tokens_per_s if usage else None,
-            )
-        )
+        self.bus.publish(result.finished(cycle, elapsed))
         for note in result.dropped:
             self._log(Level.WARNING, f"analyst idea dropped: {note}")
         if result.dropped_ideas:  # stored as refused signals: scoring covers them too

@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from perun_tui.events import AnalysisFinished
 from perun_tui.models import Action
 
 DeltaCallback = Callable[[str, str], None]
@@ -124,6 +125,23 @@ class AnalysisResult(_Model):
     dropped: list[str] = Field(default_factory=list)  # ideas dropped, each with why
     dropped_ideas: list[DroppedIdea] = Field(default_factory=list)  # the same, scorable
     attempts: int = 1
+
+    def finished(self, cycle: int, elapsed_s: float) -> AnalysisFinished:
+        """The bus event that reports this result, with its usage figures."""
+        u = self.usage
+        return AnalysisFinished(
+            cycle=cycle,
+            analyst=self.analyst,
+            market_view=self.market_view,
+            signals=len(self.signals),
+            elapsed_s=elapsed_s,
+            tokens=u.prompt_tokens + u.completion_tokens if u else None,
+            error=self.error,
+            prompt_tokens=u.prompt_tokens if u else None,
+            completion_tokens=u.completion_tokens if u else None,
+            load_ms=u.load_ms if u else None,
+            tokens_per_s=u.tokens_per_s if u else None,
+        )
 
 
 class AnalystHealth(_Model):
