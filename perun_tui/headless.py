@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
 from perun_tui.bus import Subscription
@@ -33,10 +35,19 @@ QUIET_EVENTS = (QuotesUpdated, PortfolioUpdated, ScheduleUpdated)
 class EventPrinter:
     """Formats events as readable lines (or JSON lines) on a stream."""
 
-    def __init__(self, out: TextIO, *, as_json: bool, verbose: bool = False) -> None:
+    def __init__(
+        self,
+        out: TextIO,
+        *,
+        as_json: bool,
+        verbose: bool = False,
+        on_closed: Callable[[], None] | None = None,
+    ) -> None:
         self.out = out
         self.as_json = as_json
         self.verbose = verbose
+        self.on_closed = on_closed
+        self.closed = False
         self._reasoning: dict[tuple[int, str], str] = {}
         self.last_portfolio: PortfolioUpdated | None = None
 
@@ -44,7 +55,7 @@ class EventPrinter:
         if isinstance(event, PortfolioUpdated):
             self.last_portfolio = event
         if self.as_json:
-            self._write(json.dumps(event.to_dict(), default=str))
+            self.write(json.dumps(event.to_dict(), default=str))
             return
         if isinstance(event, ReasoningDelta):
             self._reasoning_lines(event)
@@ -53,7 +64,7 @@ class EventPrinter:
             self._flush_reasoning()
         if isinstance(event, QUIET_EVENTS) and not self.verbose:
             return
-        self._write(event.describe())
+        self.write(event.describe())
 
     def _reasoning_lines(self, event: ReasoningDelta) -> None:
         key = (event.cycle, event.channel)
@@ -61,26 +72,36 @@ class EventPrinter:
         *complete, rest = text.split("\n")
         for line in complete:
             if line.strip():
-                self._write(f"  │ {line}")
+                self.write(f"  │ {line}")
         self._reasoning[key] = rest
 
     def _flush_reasoning(self) -> None:
         for rest in self._reasoning.values():
             if rest.strip():
-                self._write(f"  │ {rest}")
+                self.write(f"  │ {rest}")
         self._reasoning.clear()
 
-    def _write(self, line: str) -> None:
-        self.out.write(redact(line) + "\n")
-        self.out.flush()
+    def write(self, line: str) -> None:
+        if self.closed:
+            return
+        try:
+            self.out.write(redact(line) + "\n")
+            self.out.flush()
+        except (BrokenPipeError, ValueError):
+            # the reader went away (`perun run --headless | head`): nobody is watching, so
+            # stop gracefully like on Ctrl+C instead of trading on unseen
+            self.closed = True
+            _silence(self.out)
+            if self.on_closed is not None:
+                self.on_closed()
 
     def summary(self) -> None:
         if self.as_json or self.last_portfolio is None:
             return
         p = self.last_portfolio
-        self._write(p.describe())
+        self.write(p.describe())
         for pos in p.positions:
-            self._write(
+            self.write(
                 f"  {pos.symbol} {pos.qty:g} @ {pos.avg_price:.2f} → {pos.market_price:.2f} "
                 f"P&L {pos.unrealized_pl:+,.2f} ({pos.unrealized_pl_pct:+.2f}%)"
             )
@@ -111,7 +132,7 @@ async def run_headless(
     except BaseException:
         _remove_signal_handlers(loop)
         raise
-    printer = EventPrinter(out, as_json=as_json, verbose=verbose)
+    printer = EventPrinter(out, as_json=as_json, verbose=verbose, on_closed=request_stop)
     sub: Subscription[Event] = runtime.bus.subscribe(coalesce=not as_json)
     daemon = runtime.daemon
 
@@ -133,7 +154,7 @@ async def run_headless(
     try:
         await daemon.run()
     except Exception as exc:  # the daemon recorded what it could; say it plainly
-        out.write(redact(f"perun stopped on an error: {type(exc).__name__}: {exc}") + "\n")
+        printer.write(f"perun stopped on an error: {type(exc).__name__}: {exc}")
         code = 1
     finally:
         stop_task.cancel()
@@ -147,6 +168,14 @@ async def run_headless(
         await runtime.close()
         _remove_signal_handlers(loop)
     return code
+
+
+def _silence(out: TextIO) -> None:
+    """Point a broken pipe's descriptor at /dev/null: the flush at exit must not fail."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+        os.close(devnull)
 
 
 def _remove_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:

@@ -224,6 +224,31 @@ def test_headless_cli_end_to_end(tmp_path: Path) -> None:
     assert [e["cycle"] for e in starts] == [5, 6, 7, 8]
 
 
+def test_headless_stops_cleanly_when_its_reader_goes_away(tmp_path: Path) -> None:
+    """`perun run --headless | head -3`: once the reader closes the pipe nobody is watching,
+    so the endless run stops like on Ctrl+C (exit 0, no traceback) instead of trading on."""
+    env = {
+        **os.environ,
+        "PERUN_STORAGE__PATH": str(tmp_path / "data"),
+        "PERUN_LLM__PROVIDER": "rules",
+        "PERUN_SIM__START": SIM_START,
+    }
+    cmd = [sys.executable, "-m", "perun_tui.cli", "run", "--headless", "--every", "100ms"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        first = [proc.stdout.readline() for _ in range(3)]
+        assert all(first), first
+        proc.stdout.close()  # like `head` exiting
+        code = proc.wait(timeout=60)  # a guard against a hang, not a timing assertion
+    finally:
+        proc.kill()
+    stderr = proc.stderr.read()
+    assert code == 0, stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
 async def test_sim_time_carries_on_across_restarts(tmp_path: Path) -> None:
     settings = settings_for(tmp_path)
     first = [e for e in await run_cycles(settings, 2) if isinstance(e, CycleFinished)]
