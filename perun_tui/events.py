@@ -25,6 +25,7 @@ from perun_tui.models import (
     Fill,
     MarketClock,
     Order,
+    OrderStatus,
     PerformanceMetrics,
     Position,
     Quote,
@@ -317,11 +318,16 @@ class OrderChanged(Event):
         o = self.order
         qty = f"{o.qty:g}" if o.qty is not None else f"${o.notional:,.2f}"
         px = f" @ {o.filled_avg_price:.2f}" if o.filled_avg_price else ""
+        state = o.status.value
+        if o.status is OrderStatus.FILLED:
+            state += px
+        elif o.filled_qty:
+            state += f", {o.filled_qty:g} filled{px}"
         why = f" — {o.reason}" if o.reason else ""
         ext = "external " if o.external else ""  # at the broker, not placed by Perun
         return (
-            f"{ext}order {o.side.value.upper()} {o.symbol} {qty} {o.status.value}"
-            f" filled {o.filled_qty:g}{px} [{o.client_order_id}]{why}"
+            f"{ext}order {o.side.value.upper()} {o.symbol} {qty} {state}"
+            f" [{o.client_order_id}]{why}"
         )
 
 

@@ -514,6 +514,7 @@ class ExecutionService:
     ) -> None:
         """Merge the broker's view of an order into ours and move its signal along."""
         local = await self.memory.get_order(remote.client_order_id)
+        known = local is not None
         if local is None:
             local = remote.model_copy()
             local.external = remote.signal_id is None and not remote.client_order_id.startswith(
@@ -524,6 +525,7 @@ class ExecutionService:
             if fill is not None:  # a fill reported late is still a fill
                 await self._store_fill(fill, max(local.filled_qty, remote.filled_qty))
             return
+        before = (local.status, local.filled_qty, local.filled_avg_price, local.broker_order_id)
         # an unknown outcome settled by the broker: the error that made it unknown is stale
         settled = local.status is OrderStatus.UNKNOWN and remote.status is not local.status
         local.status = remote.status
@@ -557,6 +559,9 @@ class ExecutionService:
             if moves:
                 await self._commit(signal, moves, order=local)
                 return
+        after = (local.status, local.filled_qty, local.filled_avg_price, local.broker_order_id)
+        if known and after == before:
+            return  # the same news again (the submit reply, then the stream): said once
         await self.memory.save_order(local)
         self.bus.publish(OrderChanged(order=local.model_copy()))
 
