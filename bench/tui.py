@@ -377,7 +377,7 @@ def bench() -> int:
             run_dir = tmp / f"start{i}"
             for sub in ("config", "data", "db"):
                 (run_dir / sub).mkdir(parents=True)
-            starts.append(measure_startup(["-m", "perun_tui.cli"], run_dir))
+            starts.append(measure_startup(["-m", "perun_tui"], run_dir))
         idle = run_demo(tmp, args.presses, 0.0, args.window, args.seed)
         flood = run_demo(tmp, args.presses, args.flood, args.window, args.seed + 1)
         left = TOTAL_BUDGET_S - (time.perf_counter() - started) - 15

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import logging
 import os
 import re
@@ -112,6 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
     revert = sub.add_parser("revert", parents=[common], help="undo an applied change")
     revert.add_argument("id", help="the change id shown by `perun report`")
     return parser
+
+
+def opens_terminal(argv: Sequence[str]) -> bool:
+    """Whether these arguments start the terminal UI (no command, or `run` with a screen)."""
+    quiet = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+            args = build_parser().parse_args(argv)
+    except SystemExit:  # --help, --version or a usage error: main() says it
+        return False
+    return args.command is None or (args.command == "run" and not args.headless)
 
 
 def _load(args: argparse.Namespace) -> Settings:

@@ -216,7 +216,13 @@ class OllamaAnalyst:
         self.settings = settings
         self.name = settings.model
         self.host = settings.host
-        self._client = client or ollama.AsyncClient(host=settings.host, timeout=settings.timeout_s)
+        self._client = client or ollama.AsyncClient(
+            host=settings.host,
+            timeout=settings.timeout_s,
+            # plain http (the local default) has no TLS: skip loading the certificate
+            # store, 25 ms of start-up; an https host is verified as usual
+            **({"verify": False} if settings.host.startswith("http://") else {}),
+        )
         self._capabilities: dict[str, tuple[str, ...]] = {}
         self._schema = reply_schema()
         self.templates: PromptTemplates | None = None
