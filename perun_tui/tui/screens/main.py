@@ -705,17 +705,7 @@ class MainScreen(Screen[None]):
             return
         found = max(older, key=lambda a: a.cycle)
         result = found.result
-        usage = result.usage
-        finished = AnalysisFinished(
-            found.cycle, result.analyst, result.market_view, len(result.signals),
-            found.elapsed_s,
-            tokens=usage.prompt_tokens + usage.completion_tokens if usage else None,
-            error=result.error,
-            prompt_tokens=usage.prompt_tokens if usage else None,
-            completion_tokens=usage.completion_tokens if usage else None,
-            load_ms=usage.load_ms if usage else None,
-            tokens_per_s=usage.tokens_per_s if usage else None,
-        )
+        finished = result.finished(found.cycle, found.elapsed_s)
         doc = stored_doc(
             found.cycle, analyst=result.analyst, elapsed_s=found.elapsed_s,
             reasoning=result.reasoning, reply=result.raw_reply, finished=finished,
