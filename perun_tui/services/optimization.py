@@ -51,7 +51,9 @@ from perun_tui.services.performance import (
     analyze_performance,
     closed_trades,
     deepest_fall,
+    period_book,
     trade_stats,
+    unrealized,
 )
 from perun_tui.services.report_model import ReportModel
 from perun_tui.services.scoring import (
@@ -449,14 +451,19 @@ class Optimizer:
 
 
 def daily_summary_text(history: History, day: date) -> tuple[str, str] | None:
-    """(title, message) summarizing one session, or None when nothing was stored for it."""
+    """(title, message) summarizing one session, or None when nothing was stored for it.
+
+    The P&L is the session's own, as ``perun report`` over that one day computes it:
+    positions held at its first snapshot are marked at that snapshot's prices, so the
+    realized and unrealized figures add up to the equity change shown (not to the P&L
+    since each position was first bought)."""
     points = [p for p in history.points if p.session == day]
     if not points:
         return None
     start, end = points[0], points[-1]
     lo, hi = session_bounds(day)
     fills = [f for f in history.fills if lo <= f.ts < hi]
-    trades = [t for t in closed_trades(history.fills) if lo <= t.at < hi]
+    _, trades, book = period_book(points, history.fills)
     signals = [s for s in history.signals if s.created_at.astimezone(EXCHANGE_TZ).date() == day]
     change = end.equity - start.equity
     pct = change / start.equity * 100 if start.equity > 0 else 0.0
@@ -482,7 +489,7 @@ def daily_summary_text(history: History, day: date) -> tuple[str, str] | None:
     ]
     if end.holdings:
         held = ", ".join(f"{s} {h.qty:g}" for s, h in sorted(end.holdings.items()))
-        unreal = sum(h.unrealized_pl for h in end.holdings.values())
+        unreal = sum(unrealized(end, book).values())
         lines.append(f"open: {held} (unrealized {unreal:+,.2f})")
     else:
         lines.append("no open positions")

@@ -12,6 +12,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from perun_tui.bus import EventBus
 from perun_tui.config import Settings, load_settings
 from perun_tui.events import CycleFinished, Level, LogEvent, Notification, OrderChanged
 from perun_tui.headless import run_headless
-from perun_tui.models import Order, OrderStatus, Side
+from perun_tui.models import Account, Fill, Order, OrderStatus, Position, Quote, Side
 from perun_tui.runtime import build_runtime
 from perun_tui.services.memory import EXCHANGE_TZ, Memory
 from perun_tui.services.notification import (
@@ -389,6 +390,50 @@ async def test_the_200_cycle_run_sends_every_fill_and_every_closed_session(
         f"Daily summary {d.isoformat()}" for d in days[:-1]
     ]
     assert not any("rate limited" in b["title"] for b in receiver.bodies)
+
+
+async def test_the_daily_summary_counts_the_sessions_own_pnl(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """A position bought on Monday and half sold on Tuesday: Tuesday's summary measures its
+    P&L from Tuesday's first snapshot (as `perun report` over that day does), so realized +
+    unrealized is the day's equity change — not the gain since the original purchase."""
+    mon = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)  # 09:30 New York
+    tue = mon + timedelta(days=1)
+
+    def snap(cash: float, qty: float, price: float) -> tuple[Account, list[Position], list[Quote]]:
+        account = Account(cash=cash, equity=cash + qty * price, buying_power=cash)
+        held = [Position(symbol="A", qty=qty, avg_price=100, market_price=price)] if qty else []
+        return account, held, [Quote(symbol="A", ts=mon, bid=price, ask=price, last=price)]
+
+    rows = [  # (at, cash, qty of A, price of A)
+        (mon, 10_000, 0, 100),
+        (mon + timedelta(minutes=15), 9_000, 10, 110),  # bought 10 @ 100
+        (tue, 9_000, 10, 120),  # equity 10,200: Tuesday starts here
+        (tue + timedelta(minutes=15), 9_625, 5, 118),  # sold 5 @ 125; equity 10,215
+    ]
+    path = tmp_path / "perun.db"
+    async with await Memory.open(path) as memory:
+        for cycle, (at, cash, qty, price) in enumerate(rows, 1):
+            await memory.save_snapshot(cycle, at, *snap(cash, qty, price))
+        await memory.save_fill(Fill(fill_id="f1", client_order_id="o1", symbol="A",
+                                    side=Side.BUY, qty=10, price=100,
+                                    ts=mon + timedelta(minutes=1)))
+        await memory.save_fill(Fill(fill_id="f2", client_order_id="o2", symbol="A",
+                                    side=Side.SELL, qty=5, price=125,
+                                    ts=tue + timedelta(minutes=1)))
+        service = NotificationService([WebhookNotifier(receiver.url)])
+        summary = DailySummary(memory, service)
+        assert await summary.send(tue.astimezone(EXCHANGE_TZ).date())
+        await service.aclose()
+    (body,) = receiver.bodies
+    assert body["title"] == "Daily summary 2026-03-03"
+    lines = body["message"].splitlines()
+    assert lines[0].startswith("equity 10,215.00 (+15.00, ")
+    # sold 5 @ 125 against the 120 Tuesday opened at: +25 (not +125 against the cost 100);
+    # 5 left, 118 against 120: -10 (not +90); together the day's +15
+    assert lines[1].endswith("1 fill(s) · realized +25.00")
+    assert lines[2] == "open: A 5 (unrealized -10.00)"
 
 
 async def test_receiver_down_cycles_carry_on_and_the_log_says_so_once(
