@@ -35,6 +35,7 @@ from perun_tui.brokers.base import (
     BrokerRetryable,
     BrokerUnknownOutcome,
 )
+from perun_tui.brokers.fills import gap_fill
 from perun_tui.bus import EventBus
 from perun_tui.config import Settings
 from perun_tui.events import FillReceived, Level, LogEvent, OrderChanged, SignalChanged
@@ -593,25 +594,20 @@ class ExecutionService:
         if order.filled_qty <= 0 or not order.filled_avg_price:
             return
         stored = await self.memory.fills(client_order_id=order.client_order_id)
-        gap = round(order.filled_qty - sum(f.qty for f in stored), 9)
-        if gap <= 1e-9:
-            return
-        value = order.filled_avg_price * order.filled_qty - sum(f.qty * f.price for f in stored)
-        price = value / gap if value > 0 else order.filled_avg_price
-        fill = Fill(
-            fill_id=f"gap:{order.broker_order_id or order.client_order_id}:{order.filled_qty:.9g}",
-            client_order_id=order.client_order_id,
-            symbol=order.symbol,
-            side=order.side,
-            qty=gap,
-            price=round(price, 6),
-            ts=order.updated_at or self.now(),
+        fill = gap_fill(
+            order,
+            recorded_qty=sum(f.qty for f in stored),
+            recorded_value=sum(f.qty * f.price for f in stored),
+            id_prefix="gap",
+            at=self.now(),
         )
+        if fill is None:
+            return
         if await self.memory.save_fill(fill):
             self.bus.publish(FillReceived(fill=fill))
             self._log(
                 Level.INFO,
-                f"{order.symbol}: recorded {gap:g} filled while Perun was not running "
+                f"{order.symbol}: recorded {fill.qty:g} filled while Perun was not running "
                 f"({order.client_order_id})",
             )
 

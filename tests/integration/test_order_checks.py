@@ -19,16 +19,29 @@ import json
 import signal
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from perun_tui.brokers.base import BrokerRetryable
-from perun_tui.events import ErrorRaised, Event, LogEvent
+from perun_tui.bus import EventBus
+from perun_tui.events import ErrorRaised, Event, FillReceived, LogEvent
 from perun_tui.llm.base import ProposedSignal
-from perun_tui.models import Action, OrderStatus, OrderUpdate, SignalStatus
+from perun_tui.models import (
+    Action,
+    Fill,
+    Order,
+    OrderStatus,
+    OrderUpdate,
+    Side,
+    SignalStatus,
+)
 from perun_tui.runtime import build_runtime
+from perun_tui.services.execution import ExecutionService
+from perun_tui.services.memory import Memory
+from perun_tui.services.risk import RiskPolicy
 from tests.faults.child import CRASH_ENV, CRASH_EXIT
 from tests.faults.harness import PaperBackend, Series, read_db, trader_ollama
 from tests.integration.test_crash_safety import BUY_AAPL, ScriptedAnalyst, _sim_settings
@@ -160,6 +173,49 @@ async def test_fills_are_recorded_while_the_update_stream_is_dead(tmp_path: Path
         await daemon.stop()
         await asyncio.wait_for(task, 30)
         await runtime.close()
+
+
+class _QuietBroker:
+    """Knows no open orders: reconciliation only records the fills missing locally."""
+
+    async def open_orders(self) -> list[Any]:
+        return []
+
+    async def order_by_client_id(self, client_order_id: str) -> Any:
+        return None
+
+
+async def test_a_fill_gap_is_recorded_once_at_the_price_that_makes_the_average(
+    tmp_path: Path,
+) -> None:
+    """The broker says 10 filled at 103 on average; 4 @ 100 were stored before a crash.
+    The 6 nobody reported are recorded once, at 105 (4 × 100 + 6 × 105 = 10 × 103)."""
+    at = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
+    settings_ = _sim_settings(tmp_path)
+    bus = EventBus()
+    sub = bus.subscribe(FillReceived, coalesce=False)
+    async with await Memory.open(tmp_path / "perun.db") as memory:
+        order = Order(
+            client_order_id="c1", symbol="AAPL", side=Side.BUY, qty=10,
+            status=OrderStatus.FILLED, broker_order_id="b1", filled_qty=10,
+            filled_avg_price=103, created_at=at, updated_at=at + timedelta(seconds=5),
+        )
+        await memory.save_order(order)
+        await memory.save_fill(Fill(fill_id="f1", client_order_id="c1", symbol="AAPL",
+                                    side=Side.BUY, qty=4, price=100, ts=at))
+        execution = ExecutionService(
+            settings=settings_, broker=_QuietBroker(), memory=memory,  # type: ignore[arg-type]
+            bus=bus, policy=RiskPolicy(settings_.risk), now=lambda: at + timedelta(minutes=1),
+        )
+        await execution.reconcile()
+        await execution.reconcile()  # the same gap seen again: stored once
+        fills = await memory.fills(client_order_id="c1")
+        assert await memory.orders_missing_fills() == []
+    gap = next(f for f in fills if f.fill_id != "f1")
+    assert len(fills) == 2
+    assert (gap.fill_id, gap.qty, gap.price) == ("gap:b1:10", 6, 105)
+    assert gap.ts == at + timedelta(seconds=5)  # when the broker last touched the order
+    assert [e.fill.fill_id for e in sub.drain()] == ["gap:b1:10"]
 
 
 # --------------------------------------------------------------------------- Alpaca, real SDK
