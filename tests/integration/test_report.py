@@ -379,6 +379,39 @@ async def test_the_daemon_runs_the_optimizer_at_start(tmp_path: Path) -> None:
         await runtime.close()
 
 
+async def test_the_analyst_is_given_its_track_record(tmp_path: Path) -> None:
+    """The per-symbol scored outcomes reach the model: a later cycle's context carries the
+    optimizer's track note (rendered into the prompt as its market note)."""
+    from tests.integration.test_crash_safety import StubAnalyst
+
+    class Recording(StubAnalyst):
+        def __init__(self) -> None:
+            self.notes: list[str] = []
+
+        def ideas(self, context: Any) -> list[Any]:
+            self.notes.append(context.market_note)
+            return []
+
+    settings = settings_for(tmp_path, PERUN_OPTIMIZATION__EVERY_CYCLES="1000")
+    await rising_market_with_bad_sells(settings)  # history from an earlier run
+    runtime = await build_runtime(settings, every_s=0.01, max_cycles=None, quote_interval_s=0.05)
+    analyst = Recording()
+    runtime.daemon.analysis.primary = analyst
+    task = asyncio.create_task(runtime.daemon.run())
+    try:
+        for _ in range(1200):  # bounded: the first report runs in a worker thread
+            if any(analyst.notes) or task.done():
+                break
+            await asyncio.sleep(0.05)
+        note = next((n for n in analyst.notes if n), "")
+        assert note == runtime.optimizer.track_note(["A", "B"]), analyst.notes[-3:]
+        assert note.startswith("your past signals scored at +5 cycles: A 45% of 22 right")
+    finally:
+        await runtime.daemon.stop()
+        await asyncio.wait_for(task, 30)
+        await runtime.close()
+
+
 async def test_perun_apply_without_a_config_file_writes_the_user_config(
     tmp_path: Path,
 ) -> None:
