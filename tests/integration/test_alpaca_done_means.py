@@ -124,7 +124,7 @@ def check_run(run: Run) -> None:
         assert order["status"] == "filled", (cid, order["status"], where)
         # and Perun tracked it to filled, under the same id
         assert re.search(
-            rf"order BUY {order['symbol']} \S+ filled filled [\d.]+ @ [\d.]+ \[{re.escape(cid)}\]",
+            rf"order BUY {order['symbol']} \S+ filled @ [\d.]+ \[{re.escape(cid)}\]",
             out,
         ), f"{cid} not shown filled; {where}"
     attempts = sum(srv.submit_attempts[cid] for cid in by_cid)
