@@ -192,3 +192,38 @@ def test_doctor_paper_one_keys_row_and_the_stream(tmp_path: Path) -> None:
     stream = next(line for line in out_down.splitlines() if "alpaca stream" in line)
     assert "problem" in stream and "refused the keys" in stream, out_down
     assert down.returncode == 1
+
+
+@pytest.mark.timeout(90)
+def test_live_headless_needs_both_opt_ins_and_keeps_its_own_database(tmp_path: Path) -> None:
+    """Issue 5's live guard, headless: ``trading.live_confirm = true`` in the config *and*
+    ``--confirm-live`` on the command line; either one missing stops start-up (exit 2)
+    before anything is sent or written. With both, the run trades in ``perun-live.db``,
+    never in the paper database."""
+    live = ["run", "--headless", "--mode", "live", "--cycles", "1", "--every", "1s"]
+    with FakeAlpaca(KEY, SECRET, prices={s: DEFAULT_PRICES[s] for s in SYMBOLS}) as srv:
+        confirmed = {"PERUN_TRADING__LIVE_CONFIRM": "true"}
+        no_flag = perun(tmp_path / "no-flag", {**perun_env(tmp_path / "no-flag", srv),
+                                               **confirmed}, *live)
+        no_config = perun(tmp_path / "no-config", perun_env(tmp_path / "no-config", srv),
+                          *live, "--confirm-live")
+        out_f, err_f = no_flag.communicate(timeout=45)
+        out_c, err_c = no_config.communicate(timeout=45)
+        assert srv.requests() == [], "refused before anything reached the broker"
+        both = perun(tmp_path / "both", {**perun_env(tmp_path / "both", srv), **confirmed},
+                     *live, "--confirm-live")
+        out_b, err_b = both.communicate(timeout=75)
+        assert srv.requests("GET", "/v2/account"), "the confirmed live run used the broker"
+    assert no_flag.returncode == 2, out_f + err_f
+    assert "live trading headless needs --confirm-live" in err_f
+    assert no_config.returncode == 2, out_c + err_c
+    assert "trading.live_confirm" in err_c
+    for err in (err_f, err_c):
+        assert "Traceback" not in err
+    assert not (tmp_path / "no-flag" / "data").exists()
+    assert not (tmp_path / "no-config" / "data").exists()
+    assert both.returncode == 0, out_b[-3000:] + err_b[-3000:]
+    assert "cycle 1 done" in out_b, out_b[-3000:]
+    data = tmp_path / "both" / "data"
+    assert (data / "perun-live.db").exists()
+    assert not (data / "perun-paper.db").exists() and not (data / "perun-sim.db").exists()
