@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -30,6 +32,13 @@ MODEL = "qwen3:8b"
 def ollama() -> Iterator[FakeOllama]:
     with FakeOllama(models=[MODEL], default_reply=Reply(content=buy_document("NVDA"))) as srv:
         yield srv
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
 
 
 def settings_for(tmp_path: Path, host: str, fallback: str = "rules") -> Settings:
@@ -153,3 +162,49 @@ def test_done_means_server_down_says_so_and_falls_back(tmp_path: Path) -> None:
     none = headless(tmp_path / "none", host, "PERUN_LLM__FALLBACK=none")
     assert none.returncode == 0, none.stderr
     assert "analysis 1 FAILED" in none.stdout and "signal " not in none.stdout
+
+
+def doctor(tmp_path: Path, host: str) -> subprocess.CompletedProcess[str]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PERUN_", "OLLAMA_"))},
+        "PERUN_STORAGE__PATH": str(tmp_path / "data"),
+        "PERUN_LLM__PROVIDER": "ollama",
+        "OLLAMA_HOST": host,
+        "PERUN_LLM__TIMEOUT_S": "5",
+        "COLUMNS": "250",
+    }
+    return subprocess.run([sys.executable, "-m", "perun_tui.cli", "doctor"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+
+
+def doctor_row(out: str, check: str) -> str:
+    return next(line for line in out.splitlines() if line.strip("│ ").startswith(check))
+
+
+def test_perun_doctor_checks_ollama_and_exits_non_zero_on_a_problem(
+    tmp_path: Path, ollama: FakeOllama
+) -> None:
+    """Issue 4's `perun doctor`: the server's version, the model, its capabilities and a
+    round trip with its latency, one line each with OK / problem / what to do; the exit
+    code says whether anything is wrong."""
+    ok = doctor(tmp_path / "ok", ollama.url)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert f"version {ollama.version}" in doctor_row(ok.stdout, "ollama server")
+    assert "OK" in doctor_row(ok.stdout, "model") and f"{MODEL} present" in ok.stdout
+    assert "thinking" in doctor_row(ok.stdout, "capabilities")
+    assert re.search(r"OK .* \d+ ms \(model load \d+ ms\)", doctor_row(ok.stdout, "round trip"))
+
+    ollama.models = []
+    missing = doctor(tmp_path / "missing", ollama.url)
+    assert missing.returncode == 1, missing.stdout + missing.stderr
+    row = doctor_row(missing.stdout, "model")
+    assert "problem" in row and f"ollama pull {MODEL}" in row
+
+    down_host = closed_port_url()
+    down = doctor(tmp_path / "down", down_host)
+    assert down.returncode == 1, down.stdout + down.stderr
+    row = doctor_row(down.stdout, "ollama server")
+    assert "problem" in row and f"Ollama not reachable at {down_host}" in row
+    assert "ollama serve" in row
+    assert "Traceback" not in down.stdout + down.stderr
