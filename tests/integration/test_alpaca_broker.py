@@ -1190,3 +1190,73 @@ async def test_a_local_refusal_is_not_called_a_broker_rejection(
     finally:
         await b.close()
         await execution.memory.close()
+
+
+async def test_a_limit_order_takes_its_price_band_from_the_fresh_quote(
+    srv: FakeAlpaca, tmp_path: Path
+) -> None:
+    """Issue 5: limit orders with a price band from the quote, time_in_force day. Approved
+    by hand, the signal is re-checked against Alpaca's latest trade (one snapshot request)
+    and the limit is that price plus trading.limit_band_pct — not the proposal's price."""
+    from perun_tui.models import SignalStatus
+
+    settings = settings_for(srv)
+    settings.approval.mode = "manual"
+    settings.trading.order_type = "limit"
+    settings.trading.limit_band_pct = 0.5
+    b = AlpacaBroker(settings, stream=False)
+    await b.start()
+    execution = await _execution(settings, b, tmp_path)
+    try:
+        signal = _signal("AAPL", 3)
+        await execution.propose(signal, approved_by_risk=True, reason="ok")
+        assert signal.status is SignalStatus.PENDING
+        assert srv.requests("POST", "/v2/orders") == []
+        moved = round(PRICES["AAPL"] * 1.004, 2)  # within approval.max_drift_pct (1 %)
+        srv.set_price("AAPL", moved)
+        await execution.approve(signal.id)
+        [post] = srv.requests("POST", "/v2/orders")
+        assert post.json["type"] == "limit" and post.json["time_in_force"] == "day"
+        assert post.json["side"] == "buy" and float(post.json["qty"]) == 3
+        assert post.json["limit_price"] == round(moved * 1.005, 2)
+        assert post.json["client_order_id"] == signal.client_order_id
+        order = await execution.memory.get_order(signal.client_order_id)
+        assert order is not None and order.type is OrderType.LIMIT
+        assert order.limit_price == round(moved * 1.005, 2)
+        assert signal.status in (SignalStatus.SUBMITTED, SignalStatus.FILLED)
+        # above the market, so marketable: filled at the broker, at no more than the limit
+        [at_broker] = srv.orders_by_client_id()[signal.client_order_id]
+        assert at_broker["status"] == "filled"
+        assert float(at_broker["filled_avg_price"]) <= round(moved * 1.005, 2)
+    finally:
+        await b.close()
+        await execution.memory.close()
+
+
+async def test_a_422_duplicate_client_order_id_is_looked_up_not_rejected(
+    srv: FakeAlpaca, tmp_path: Path
+) -> None:
+    """Issue 5: a 422 "client_order_id must be unique" means the order exists. The
+    execution service looks it up by client order id and tracks it — the signal is not
+    failed as a rejection, and the broker still has exactly one order under that id."""
+    from perun_tui.models import SignalStatus, client_order_id_for
+
+    settings = settings_for(srv)
+    settings.approval.mode = "auto"
+    b = AlpacaBroker(settings, stream=False)
+    await b.start()
+    execution = await _execution(settings, b, tmp_path)
+    try:
+        signal = _signal("MSFT", 2)
+        cid = client_order_id_for(signal.id, "paper")
+        await b.submit(buy(cid, 2, symbol="MSFT"))  # an earlier attempt that got through
+        await execution.propose(signal, approved_by_risk=True, reason="ok")
+        assert srv.submit_attempts[cid] == 2  # the second POST was refused with 422 ...
+        assert len(srv.orders_by_client_id()[cid]) == 1  # ... and created nothing
+        order = await execution.memory.get_order(cid)
+        assert order is not None and order.status is OrderStatus.FILLED, order
+        assert order.filled_qty == 2 and "rejected" not in order.reason
+        assert signal.status is SignalStatus.FILLED
+    finally:
+        await b.close()
+        await execution.memory.close()
