@@ -266,6 +266,18 @@ async def test_latest_request_count_does_not_grow_with_symbols(srv: FakeAlpaca) 
     await b.close()
 
 
+async def test_the_configured_feed_is_asked_for(srv: FakeAlpaca) -> None:
+    """alpaca.feed = "sip" reaches both market-data requests (iex is the default)."""
+    b = AlpacaBroker(settings_for(srv, feed="sip"), stream=False)
+    try:
+        assert await b.latest(["AAPL"]) and await b.history(["AAPL"], 15, 10)
+    finally:
+        await b.close()
+    [snapshots] = srv.requests("GET", "/v2/stocks/snapshots")
+    [bars] = srv.requests("GET", "/v2/stocks/bars")
+    assert snapshots.query["feed"] == bars.query["feed"] == "sip"
+
+
 async def test_history_batched_oldest_first(srv: FakeAlpaca, broker: AlpacaBroker) -> None:
     bars = await broker.history(list(PRICES), 15, 60)
     assert set(bars) == set(PRICES)
