@@ -127,6 +127,10 @@ def check_run(run: Run) -> None:
             rf"order BUY {order['symbol']} \S+ filled @ [\d.]+ \[{re.escape(cid)}\]",
             out,
         ), f"{cid} not shown filled; {where}"
+    # reconciliation is shown, and over, before the first order goes out
+    states = re.findall(r"^state (\w+)", out, re.MULTILINE)
+    assert states[:3] == ["starting", "reconciling", "waiting"], states
+    assert out.index("state reconciling") < out.index("state waiting") < out.index("order BUY")
     attempts = sum(srv.submit_attempts[cid] for cid in by_cid)
     if run.name == "clean":
         assert attempts == len(by_cid)
