@@ -141,6 +141,8 @@ def test_done_means_headless_buy_from_the_llm(tmp_path: Path, ollama: FakeOllama
     out = proc.stdout
     assert "signal BUY NVDA" in out and "broke out above resistance" in out
     assert "rules" not in out.split("analysis 1 by", 1)[1].split("\n", 1)[0]
+    # the usage is shown with the analysis: tokens in and out, load time, speed
+    assert re.search(rf"analysis 1 by {MODEL}: .*\d+ in / \d+ out · load \d+ ms · \d+ tok/s", out)
     db = sqlite3.connect(tmp_path / "data" / "perun-sim.db")
     rows = db.execute("SELECT analyst, prompt, raw_reply, usage FROM analyses").fetchall()
     assert len(rows) == 2
