@@ -1272,3 +1272,34 @@ async def test_a_422_duplicate_client_order_id_is_looked_up_not_rejected(
     finally:
         await b.close()
         await execution.memory.close()
+
+
+async def test_insufficient_buying_power_ends_the_order_with_alpacas_words(
+    srv: FakeAlpaca, tmp_path: Path
+) -> None:
+    """Issue 5: a 403 is final — one attempt, the order rejected, and Alpaca's own message
+    on the order, the signal and the log the user reads."""
+    from perun_tui.events import Level, LogEvent
+    from perun_tui.models import SignalStatus
+
+    settings = settings_for(srv)
+    settings.approval.mode = "auto"
+    b = AlpacaBroker(settings, stream=False)
+    await b.start()
+    execution = await _execution(settings, b, tmp_path)
+    logs = execution.bus.subscribe(LogEvent, coalesce=False)
+    try:
+        signal = _signal("AAPL", 10_000)
+        await execution.propose(signal, approved_by_risk=True, reason="ok")
+        assert srv.submit_attempts[signal.client_order_id] == 1  # final: not retried
+        assert srv.orders_by_client_id() == {}
+        order = await execution.memory.get_order(signal.client_order_id)
+        assert order is not None and order.status is OrderStatus.REJECTED
+        assert order.reason == "broker rejected: insufficient buying power"
+        assert signal.status is SignalStatus.FAILED
+        assert "insufficient buying power" in signal.reason
+        errors = [e.message for e in logs.drain() if e.level is Level.ERROR]
+        assert any("insufficient buying power" in m for m in errors), errors
+    finally:
+        await b.close()
+        await execution.memory.close()
