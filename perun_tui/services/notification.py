@@ -36,12 +36,13 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from perun_tui.bus import EventBus
 from perun_tui.events import (
     Event,
+    FillReceived,
     Level,
     LogEvent,
     Notification,
     OrderChanged,
 )
-from perun_tui.models import OrderStatus
+from perun_tui.models import Fill, OrderStatus
 
 if TYPE_CHECKING:
     from perun_tui.config import Settings
@@ -84,6 +85,18 @@ TAG_CATEGORIES: dict[str, Category] = {
 
 UNLIMITED: frozenset[Category] = frozenset({Category.FILLS, Category.DAILY_SUMMARY})
 """Never rate-limited or folded into a digest: one message per fill and per session."""
+
+UNREPORTED_FILL_PREFIXES = ("gap:", "rest:")
+"""Fill ids of fills no stream ``fill`` event brought: recorded from an order's filled
+quantity by a REST re-read or at reconciliation (``services/execution.py``, ``gap:``) or
+restated by the Alpaca stream after a reconnect (``brokers/fills.gap_fill``, ``rest:``).
+The daemon notifies the stream's fill events itself; these the service notifies from the
+bus (``watch``), so every stored fill is told once."""
+
+
+def fill_message(fill: Fill) -> str:
+    """The text of a fill notification (the daemon's and ``watch``'s alike)."""
+    return f"{fill.side.value.upper()} {fill.symbol} {fill.qty:g} @ {fill.price:.2f}"
 
 
 def category_of(notification: Notification) -> Category:
@@ -309,11 +322,23 @@ class NotificationService:
                 self._enqueue(channel, notification)
 
     def watch(self, bus: EventBus) -> None:
-        """Turn order rejections seen on the bus into ``rejections`` notifications."""
-        bus.listen(self._on_event, OrderChanged)
+        """Turn order rejections seen on the bus into ``rejections`` notifications, and
+        fills recorded without a stream event (``UNREPORTED_FILL_PREFIXES``) into
+        ``fills`` ones."""
+        bus.listen(self._on_event, OrderChanged, FillReceived)
 
     def _on_event(self, event: Event) -> None:
-        if not isinstance(event, OrderChanged) or self._closed:
+        if self._closed:
+            return
+        if isinstance(event, FillReceived):
+            fill = event.fill
+            if fill.fill_id.startswith(UNREPORTED_FILL_PREFIXES):
+                self.submit(
+                    Notification(title="Filled", message=fill_message(fill), tags=("fill",)),
+                    key=f"fill:{fill.fill_id}",
+                )
+            return
+        if not isinstance(event, OrderChanged):
             return
         order = event.order
         if order.status not in (OrderStatus.REJECTED, OrderStatus.FAILED) or order.external:

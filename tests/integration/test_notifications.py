@@ -11,7 +11,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,9 +21,25 @@ import pytest
 
 from perun_tui.bus import EventBus
 from perun_tui.config import Settings, load_settings
-from perun_tui.events import CycleFinished, Level, LogEvent, Notification, OrderChanged
+from perun_tui.events import (
+    CycleFinished,
+    FillReceived,
+    Level,
+    LogEvent,
+    Notification,
+    OrderChanged,
+)
 from perun_tui.headless import run_headless
-from perun_tui.models import Account, Fill, Order, OrderStatus, Position, Quote, Side
+from perun_tui.models import (
+    Account,
+    Fill,
+    Order,
+    OrderStatus,
+    OrderUpdate,
+    Position,
+    Quote,
+    Side,
+)
 from perun_tui.runtime import build_runtime
 from perun_tui.services.memory import EXCHANGE_TZ, Memory
 from perun_tui.services.notification import (
@@ -293,6 +309,22 @@ async def test_order_rejections_are_watched(receiver: Receiver) -> None:
     assert body["message"] == "BUY AAPL 5: insufficient buying power"
 
 
+async def test_fills_no_stream_event_brought_are_watched(receiver: Receiver) -> None:
+    """Gap and restated fills are told from the bus; a fill the stream reported is not
+    (the daemon tells those as the stream brings them: never twice)."""
+    bus = EventBus()
+    service = NotificationService([WebhookNotifier(receiver.url, events=["fills"])])
+    service.watch(bus)
+    at = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
+    for fill_id, qty in (("gap:b1:10", 6), ("rest:b2:3", 3), ("b3-exec-1", 2)):
+        bus.publish(FillReceived(fill=Fill(fill_id=fill_id, client_order_id="c", symbol="AAPL",
+                                           side=Side.SELL, qty=qty, price=101.5, ts=at)))
+    await service.aclose()
+    assert [(b["title"], b["message"]) for b in receiver.bodies] == [
+        ("Filled", "SELL AAPL 6 @ 101.50"), ("Filled", "SELL AAPL 3 @ 101.50")
+    ]
+
+
 # --------------------------------------------------------------------------- the daemon
 
 
@@ -434,6 +466,48 @@ async def test_the_daily_summary_counts_the_sessions_own_pnl(
     # 5 left, 118 against 120: -10 (not +90); together the day's +15
     assert lines[1].endswith("1 fill(s) · realized +25.00")
     assert lines[2] == "open: A 5 (unrealized -10.00)"
+
+
+async def test_fills_recorded_while_the_update_stream_is_dead_are_notified_once(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """No stream event brings these fills: each cycle's REST re-read records them (as the
+    gap between the order's filled quantity and its stored fills). The webhook still gets
+    one message per stored fill."""
+    from tests.integration.test_crash_safety import BUY_AAPL, ScriptedAnalyst, _sim_settings
+
+    settings = _sim_settings(tmp_path, PERUN_NOTIFY__WEBHOOK_URL=receiver.url)
+    runtime = await build_runtime(settings, every_s=0.01, quote_interval_s=0.05)
+    runtime.daemon.analysis.primary = ScriptedAnalyst(BUY_AAPL)
+
+    async def dead_stream() -> AsyncIterator[OrderUpdate]:
+        await asyncio.Event().wait()  # connected, and never a word
+        yield  # type: ignore[misc]  # pragma: no cover
+
+    runtime.broker.order_updates = dead_stream  # type: ignore[method-assign]
+    task = asyncio.create_task(runtime.daemon.run())
+    memory = runtime.memory
+    try:
+        for _ in range(1200):  # bounded: until two orders are filled and recorded
+            orders = await memory.orders()
+            fills = await memory.fills()
+            done = [o for o in orders if o.status is OrderStatus.FILLED]
+            if len(done) >= 2 and sum(f.qty for f in fills) >= sum(o.filled_qty for o in done):
+                break
+            await asyncio.sleep(0.05)
+        await runtime.daemon.stop()
+        await asyncio.wait_for(task, 30)
+        fills = await memory.fills()
+        service: NotificationService = runtime.notifications
+        await service.aclose()
+    finally:
+        if not task.done():
+            await runtime.daemon.stop()
+            await asyncio.wait_for(task, 30)
+        await runtime.close()
+    assert len(fills) >= 2 and all(f.fill_id.startswith("gap:") for f in fills)
+    sent = sorted(b["message"] for b in receiver.bodies if b["category"] == "fills")
+    assert sent == sorted(f"BUY AAPL {f.qty:g} @ {f.price:.2f}" for f in fills)
 
 
 async def test_receiver_down_cycles_carry_on_and_the_log_says_so_once(
