@@ -1,5 +1,5 @@
-"""The real ``perun`` in a real pseudo-terminal: losing the terminal, SIGTERM, SIGHUP
-and ``--no-mouse``. Sim mode, the rules analyst, everything stored under tmp_path.
+"""The real ``perun`` in a real pseudo-terminal: losing the terminal, SIGTERM, SIGHUP,
+Ctrl+C and ``--no-mouse``. Sim mode, the rules analyst, everything stored under tmp_path.
 
 The exit deadline (5 s) is a limit on a hang, not a performance figure: a healthy exit
 takes well under a second; timing figures live in ``bench/tui.py``.
@@ -74,6 +74,15 @@ def test_a_signal_stops_perun_cleanly_and_restores_the_terminal(
     # the terminal was given back: alternate screen left, cursor shown again
     assert raw.rfind(b"\x1b[?1049l") > raw.rfind(b"\x1b[?1049h") >= 0
     assert raw.rfind(b"\x1b[?25h") > raw.rfind(b"\x1b[?25l")
+    db_is_intact(tmp_path)
+
+
+def test_ctrl_c_stops_perun_cleanly(term: Callable[..., Term], tmp_path: Path) -> None:
+    """In the terminal's raw mode Ctrl+C is a key, not SIGINT: it quits like ``q``."""
+    t: Term = term()
+    t.press(b"\x03")
+    assert t.wait_exit(EXIT_WITHIN_S), "perun did not exit after Ctrl+C"
+    assert t.exit_code == 0
     db_is_intact(tmp_path)
 
 
