@@ -440,12 +440,17 @@ class Settings(_Section):
         return data
 
     def secret_values(self) -> list[str]:
-        """Every secret in use, for the redacting log filter."""
+        """Every secret in use, for the redacting log filter: the keys and passwords, and
+        a webhook URL's path and query (Slack, Discord and Mattermost put the token there)."""
         out = []
         for section, key in SECRET_KEYS:
             value = getattr(getattr(self, section), key).get_secret_value()
             if value:
                 out.append(value)
+        url = urlsplit(self.notify.webhook_url)
+        token = url.path.strip("/") + (f"?{url.query}" if url.query else "")
+        if len(token) >= 8:  # `/hook` alone is no secret, and masking it would garble text
+            out.append(token)
         return out
 
 

@@ -129,6 +129,22 @@ def test_secret_values_are_masked_in_errors(tmp_path: Path) -> None:
     assert "oops-secret-value" not in str(err.value)
 
 
+def test_a_webhook_urls_token_is_a_secret(tmp_path: Path) -> None:
+    """Slack/Discord/Mattermost webhook URLs carry their token in the path: it is masked
+    wherever the URL could be printed; a bare `/hook` path is left alone."""
+    from perun_tui.redact import redact, register_secrets
+
+    url = "https://hooks.slack.com/services/T0CANARY/B0CANARY/wHkCanaryTok3n?x=1"
+    env = {"PERUN_NOTIFY__WEBHOOK_URL": url}
+    settings = load_settings(env=env, cwd=tmp_path, use_dotenv=False)
+    register_secrets(settings.secret_values())
+    shown = redact(f"webhook POST {url} failed: 404")
+    assert "wHkCanaryTok3n" not in shown and "T0CANARY" not in shown
+    assert "hooks.slack.com" in shown  # where it went is still said
+    plain = {"PERUN_NOTIFY__WEBHOOK_URL": "http://127.0.0.1:8080/hook"}
+    assert load_settings(env=plain, cwd=tmp_path, use_dotenv=False).secret_values() == []
+
+
 def test_missing_explicit_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.toml", env={}, use_dotenv=False)
