@@ -67,7 +67,7 @@ from perun_tui.models import (
 from perun_tui.services.ai import AnalysisService
 from perun_tui.services.execution import ExecutionService
 from perun_tui.services.memory import Memory
-from perun_tui.services.notification import NotificationService
+from perun_tui.services.notification import NotificationService, fill_message
 from perun_tui.services.optimization import Optimizer, compute_metrics
 from perun_tui.services.reconcile_positions import startup_checks
 from perun_tui.services.risk import RiskInputs, RiskPolicy
@@ -505,7 +505,7 @@ class OrchestrationDaemon:
                         f = update.fill
                         await self.notifications.notify(
                             "Filled",
-                            f"{f.side.value.upper()} {f.symbol} {f.qty:g} @ {f.price:.2f}",
+                            fill_message(f),
                             Level.INFO,
                             "fill",
                             key=f"fill:{f.fill_id}",  # two equal partial fills: two messages
