@@ -28,6 +28,12 @@ from perun_tui.models import (
 )
 
 
+def price_increment(price: float) -> float:
+    """A limit price on the exchanges' tick: whole cents at $1 and above, else 1/100 of a
+    cent (US equities refuse sub-penny prices above $1; Alpaca checks it)."""
+    return round(price, 2 if price >= 1 else 4)
+
+
 class BrokerError(Exception):
     """Base class; ``str()`` is a message a user can act on."""
 

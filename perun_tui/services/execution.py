@@ -34,6 +34,7 @@ from perun_tui.brokers.base import (
     BrokerRejected,
     BrokerRetryable,
     BrokerUnknownOutcome,
+    price_increment,
 )
 from perun_tui.brokers.fills import gap_fill
 from perun_tui.bus import EventBus
@@ -259,8 +260,8 @@ class ExecutionService:
         limit_price: float | None = None
         if otype is OrderType.LIMIT:
             ref = quote.last if quote else signal.price
-            band = trading.limit_band_pct / 100
-            limit_price = round(ref * (1 + band) if side is Side.BUY else ref * (1 - band), 2)
+            band = trading.limit_band_pct / 100 * (1 if side is Side.BUY else -1)
+            limit_price = price_increment(ref * (1 + band))
         qty: float | None = signal.qty
         notional: float | None = None
         if trading.order_size == "notional" and side is Side.BUY:  # sells close by quantity

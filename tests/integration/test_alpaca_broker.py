@@ -362,6 +362,10 @@ async def test_limit_order_price_is_rounded(srv: FakeAlpaca, broker: AlpacaBroke
     assert order.type is OrderType.LIMIT and order.limit_price == 100.12
     assert srv.requests("POST", "/v2/orders")[0].json["limit_price"] == 100.12
     assert order.status is OrderStatus.NEW  # not marketable: stays open
+    # below $1 the tick is 1/100 of a cent: four decimals survive
+    cheap = await broker.submit(buy("lim-2", 2, type=OrderType.LIMIT, limit_price=0.123456))
+    assert cheap.limit_price == 0.1235
+    assert srv.requests("POST", "/v2/orders")[1].json["limit_price"] == 0.1235
 
 
 async def test_fractional_and_notional_rules(srv: FakeAlpaca, broker: AlpacaBroker) -> None:

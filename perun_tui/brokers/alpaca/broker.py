@@ -46,6 +46,7 @@ from perun_tui.brokers.base import (
     BrokerRejected,
     BrokerRetryable,
     OrderRefused,
+    price_increment,
 )
 from perun_tui.brokers.ratelimit import TokenBucket
 from perun_tui.config import ConfigError, Settings, mask_secret
@@ -628,9 +629,8 @@ class AlpacaBroker:
         try:
             if req.type is OrderType.LIMIT:
                 assert req.limit_price is not None
-                # Alpaca refuses sub-penny prices: 2 decimals at $1 and above, else 4
-                places = 2 if req.limit_price >= 1 else 4
-                return LimitOrderRequest(**common, limit_price=round(req.limit_price, places))
+                limit = price_increment(req.limit_price)
+                return LimitOrderRequest(**common, limit_price=limit)
             return MarketOrderRequest(**common)
         except ValueError as exc:  # the SDK's own validation
             raise refuse(f"invalid order: {exc}") from None
