@@ -1,7 +1,7 @@
 """The terminal, measured the way a user sees it: in a real pseudo-terminal (120×40,
 TERM=xterm-256color) whose output is fed to a terminal emulator (pyte).
 
-    python bench/tui.py [--presses 100] [--flood 1000] [--window 8] [--cycles 10000]
+    python bench/tui.py [--presses 100] [--flood 1050] [--window 8] [--cycles 10000]
                         [--verbose]
 
 About two and a half minutes; a hard stop at 240 s.
@@ -71,6 +71,7 @@ MEMORY_CYCLE_S = 0.005
 TARGET_STARTUP_MS = 600.0
 TARGET_KEY_P99_MS = 50.0
 TARGET_CPU_PCT = 30.0
+FLOOD_FLOOR = 1000.0  # the issue: a flood of at least 1,000 bus events/s
 
 FLOOD_SEQ = re.compile(r"flood (\d+):")
 CYCLE_TITLE = re.compile(r"Reasoning · cycle (\d+)")
@@ -353,7 +354,11 @@ def main() -> int:
 def bench() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presses", type=int, default=100, help="key presses per phase (≥ 40)")
-    parser.add_argument("--flood", type=float, default=1000.0, help="bus events per second")
+    parser.add_argument(
+        "--flood", type=float, default=1050.0,
+        help="bus events per second asked of the demo (its timers deliver a little less; "
+             f"the flood must reach {FLOOD_FLOOR:g}/s)",
+    )
     parser.add_argument("--window", type=float, default=8.0, help="seconds of flood measured")
     parser.add_argument("--starts", type=int, default=3, help="spawns of perun for startup")
     parser.add_argument("--cycles", type=int, default=10_000,
@@ -438,9 +443,9 @@ def bench() -> int:
                  and idle.misses + flood.misses == 0)),
         ("  app waited for a CPU while keys pressed", f"{fmt(idle.wait_pct, '', 1)} / "
          f"{fmt(flood.wait_pct, ' %', 1)}", "(idle / flood: other load)", ""),
-        ("  flood achieved (events/s)", fmt(flood.events_per_s, "", 0), f"≥ {args.flood:g}",
+        ("  flood achieved (events/s)", fmt(flood.events_per_s, "", 0), f"≥ {FLOOD_FLOOR:g}",
          verdict(None if flood.events_per_s is None
-                 else flood.events_per_s >= 0.95 * args.flood)),
+                 else flood.events_per_s >= FLOOD_FLOOR)),
         ("CPU during the flood (% of one core)", fmt(flood.cpu_pct, " %"),
          f"≤ {TARGET_CPU_PCT:.0f} %",
          verdict(None if flood.cpu_pct is None else flood.cpu_pct <= TARGET_CPU_PCT)),
