@@ -126,6 +126,7 @@ class PerunApp(App[None]):
     # ------------------------------------------------------------------ start-up
 
     async def on_mount(self) -> None:
+        self.main.size_classes(*self.size)
         await self.push_screen(self.main)  # mounted before anything is attached to it
         if not self.is_headless:
             self._install_signal_handlers()

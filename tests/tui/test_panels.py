@@ -197,3 +197,17 @@ async def test_toasts_and_the_bell_follow_the_notify_settings() -> None:
         await settle(pilot)
         assert "kill switch" in [str(n.message) for n in app._notifications]
         assert rings == [1]
+
+
+def test_the_size_classes_set_before_compose_are_the_ones_textual_sets() -> None:
+    """MainScreen sets its breakpoint classes before the first styling (so the first
+    resize does not restyle the whole screen): they must be exactly Textual's."""
+    screen = demo_app()[0].main
+    for width, height in ((80, 24), (99, 29), (100, 30), (120, 40), (250, 80)):
+        screen.size_classes(width, height)
+        expected = screen._get_breakpoint_classes(
+            width, screen.HORIZONTAL_BREAKPOINTS or []
+        ) | screen._get_breakpoint_classes(height, screen.VERTICAL_BREAKPOINTS or [])
+        names = {name for _, name in [*(screen.HORIZONTAL_BREAKPOINTS or []),
+                                      *(screen.VERTICAL_BREAKPOINTS or [])]}
+        assert set(screen.classes) & names == expected, (width, height)
