@@ -173,9 +173,6 @@ class OrchestrationDaemon:
         await self._refresh_portfolio()
         return result
 
-    async def approve_many(self, signal_ids: list[str]) -> list[str]:
-        return [await self.approve(sid) for sid in signal_ids]
-
     async def reject(self, signal_id: str, reason: str = "rejected by user") -> str:
         return await self.execution.reject(signal_id, reason=reason)
 

@@ -69,13 +69,6 @@ POLL_AFTER_S = 5.0
 
 
 @dataclass
-class RiskState:
-    """What the risk policy needs besides the signal; refreshed by the daemon."""
-
-    inputs: Callable[[str, Quote | None], RiskInputs]
-
-
-@dataclass
 class ExecutionStats:
     submitted: int = 0
     unknown_resolved: int = 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -67,17 +67,6 @@ class History:
     fills: list[Fill]  # every fill up to ``until``: earlier ones set the cost basis
     since: datetime | None = None
     until: datetime | None = None
-
-    def fills_in_range(self) -> list[Fill]:
-        return [f for f in self.fills if self.since is None or f.ts >= self.since]
-
-    @property
-    def symbols(self) -> list[str]:
-        seen: dict[str, None] = {}
-        for p in self.points:
-            for s in p.prices:
-                seen.setdefault(s, None)
-        return list(seen)
 
 
 def _ts(value: datetime) -> str:
@@ -225,7 +214,3 @@ def session_bounds(day: date) -> tuple[datetime, datetime]:
     """Midnight to midnight of a New York calendar day, in UTC."""
     start = datetime.combine(day, datetime.min.time(), tzinfo=EXCHANGE_TZ)
     return start.astimezone(UTC), (start + timedelta(days=1)).astimezone(UTC)
-
-
-def sessions(points: Iterable[Point]) -> list[date]:
-    return list(dict.fromkeys(p.session for p in points))

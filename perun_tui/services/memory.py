@@ -188,10 +188,6 @@ def _dt(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def _dt_opt(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
-
-
 def _now() -> str:
     return _ts(datetime.now(UTC))
 

@@ -254,10 +254,6 @@ class Overrides(ReportModel):
     expired_would_have_won: int = 0
     horizon: str = ""
 
-    @property
-    def person_right_rate(self) -> float | None:
-        return self.person_right / self.rejected_scored if self.rejected_scored else None
-
 
 class Comparison(ReportModel):
     """Two groups' hit rates at one horizon, compared with Fisher's exact test on their

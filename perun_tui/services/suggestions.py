@@ -65,10 +65,6 @@ class Suggestion(ReportModel):
     auto_note: str = ""  # why it may not be
     restart: bool = False  # takes effect after a restart
 
-    @property
-    def applicable(self) -> bool:
-        return self.key is not None
-
     def describe(self) -> str:
         if self.key is None:
             return self.why
