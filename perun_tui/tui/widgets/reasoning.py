@@ -237,7 +237,6 @@ class ReasoningPanel(Vertical):
         self._live: int | None = None
         self._shown: int | None = None
         self._now: datetime | None = None
-        self._streaming = False  # the live view (not the markdown) is on screen
         self._dirty = False  # something to draw at the next flush()
         self._mode: bool | None = None  # streaming (True) or markdown (False) on screen
         self._painted_at = 0.0
@@ -283,15 +282,20 @@ class ReasoningPanel(Vertical):
         return self._shown
 
     @property
+    def _shown_doc(self) -> _Doc | None:
+        return self._docs.get(self._shown) if self._shown is not None else None
+
+    @property
     def streaming(self) -> bool:
-        return self._streaming
+        """The live view (not the markdown) is on screen."""
+        return self._mode is True
 
     @property
     def cycles(self) -> list[int]:
         return list(self._docs)
 
     def shown_text(self) -> str:
-        doc = self._docs.get(self._shown) if self._shown is not None else None
+        doc = self._shown_doc
         return doc.text if doc is not None else ""
 
     # ------------------------------------------------------------------ updates
@@ -333,9 +337,7 @@ class ReasoningPanel(Vertical):
 
     async def finish(self, event: AnalysisFinished) -> None:
         doc = self._doc(event.cycle)
-        doc.finish(event)
-        if event.analyst and not doc.analyst:
-            doc.analyst = event.analyst
+        doc.finish(event)  # takes the event's analyst when it names one
         if event.cycle == self._shown:
             self._select(event.cycle)  # the whole document, as markdown, once
         self._retitle()
@@ -359,12 +361,12 @@ class ReasoningPanel(Vertical):
         if not self._dirty:
             return
         self._dirty = False
-        doc = self._docs.get(self._shown) if self._shown is not None else None
+        doc = self._shown_doc
         if doc is None:
             return
         streaming = not doc.finished
         if streaming is not self._mode:
-            self._mode = self._streaming = streaming
+            self._mode = streaming
             self.live_view.display = streaming
             self.scroll.display = not streaming
             if streaming:
@@ -391,7 +393,7 @@ class ReasoningPanel(Vertical):
             self._paint_timer = self.set_timer(2 * LIVE_INTERVAL_S, self._paint_live)
 
     def on_resize(self) -> None:
-        if self._streaming:
+        if self.streaming:
             self._paint_live()
 
     def _paint_live(self) -> None:
@@ -400,7 +402,7 @@ class ReasoningPanel(Vertical):
             self._paint_timer.stop()
             self._paint_timer = None
         self._painted_at = time.monotonic()
-        doc = self._docs.get(self._shown) if self._shown is not None else None
+        doc = self._shown_doc
         view = self.live_view
         width, height = view.content_region.width, view.content_region.height
         if doc is None or width <= 0 or height <= 0:
@@ -436,12 +438,12 @@ class ReasoningPanel(Vertical):
 
     def tick(self, now: datetime) -> None:
         self._now = now
-        doc = self._docs.get(self._shown) if self._shown is not None else None
+        doc = self._shown_doc
         if doc is not None and not doc.finished:
             self._retitle()
 
     def _retitle(self) -> None:
-        doc = self._docs.get(self._shown) if self._shown is not None else None
+        doc = self._shown_doc
         if doc is None:
             self.border_title = "Reasoning"
             self.border_subtitle = ""
