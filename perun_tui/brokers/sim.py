@@ -237,7 +237,6 @@ class SimBroker:
         self._lock = asyncio.Lock()
         self._loaded = False
         self._closed = False
-        self._dirty = False
 
     # ----------------------------------------------------------------------- lifecycle
 
@@ -619,7 +618,6 @@ class SimBroker:
         self._fills.append(fill)
         self._new_fills.append(fill)
         self._changed[o.client_order_id] = rec
-        self._dirty = True
         self._publish("fill" if done else "partial_fill", o, fill)
 
     def _update_position(self, symbol: str, signed: float, price: float, at: dt.datetime) -> None:
@@ -650,7 +648,7 @@ class SimBroker:
         await self._ensure_loaded()
         now = self.clock_source.now()
         self._process_until(now)
-        if self._dirty:
+        if self._changed:  # fills and expiries found while catching up
             await self._save()
         return now
 
@@ -737,7 +735,6 @@ class SimBroker:
                 rec.order.reason = "day order expired at the session close"
                 rec.order.updated_at = rec.expires_at
                 self._changed[rec.order.client_order_id] = rec
-                self._dirty = True
                 self._publish("expired", rec.order)
 
     # -- persistence --------------------------------------------------------------------
@@ -820,14 +817,12 @@ class SimBroker:
 
     async def _save(self) -> None:
         """Write the head and what changed since the last save, then forget old history."""
-        self._dirty = False
         if self.store is not None:
             orders = [_order_row(rec) for rec in self._changed.values()]
             fills = [SimFillRow(f.fill_id, f.ts, f.model_dump_json()) for f in self._new_fills]
             try:
                 await self.store.save_sim(_json(self.head()), orders, fills)
-            except Exception:  # the account stays in memory; the next change saves again
-                self._dirty = True
+            except Exception:  # kept in _changed: the next sync or change saves again
                 log.exception("could not save the sim state")
                 return
         self._changed = {}
