@@ -20,7 +20,7 @@ from textual.containers import Vertical
 from perun_tui.models import Bar, Quote
 from perun_tui.tui.format import ET, money, signed_pct, sparkline
 from perun_tui.tui.widgets.line_table import LineTable
-from perun_tui.tui.widgets.tones import tone
+from perun_tui.tui.widgets.tones import sign_tone, tone
 
 HISTORY = 48
 VOLUME_WINDOW = 20
@@ -169,7 +169,7 @@ class MarketPanel(Vertical):
                      "trend": ("", ""), "vol": ("", "")}
         else:
             chg = state.change_pct
-            chg_tone = tone(self, "success" if chg > 0 else "error" if chg < 0 else "")
+            chg_tone = sign_tone(self, chg)
             ratio = state.volume_ratio
             vol_tone = tone(self, "warning") if ratio is not None and ratio >= 2 else ""
             cells = {

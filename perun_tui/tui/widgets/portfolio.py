@@ -14,7 +14,7 @@ from perun_tui.events import PortfolioUpdated
 from perun_tui.models import Order, Position
 from perun_tui.tui.format import money, qty, signed_money, signed_pct
 from perun_tui.tui.widgets.table import CellTable
-from perun_tui.tui.widgets.tones import tone
+from perun_tui.tui.widgets.tones import sign_tone
 
 _COLUMNS = (
     ("Symbol", "sym"),
@@ -68,7 +68,7 @@ class PortfolioPanel(Vertical):
         self._last = event
         a = event.account
         day = a.day_pl
-        day_style = tone(self, "success" if day > 0 else "error" if day < 0 else "")
+        day_style = sign_tone(self, day)
         places = 0 if self._compact else 2
         summary = Text()
         summary.append("equity ", style="dim")
@@ -92,7 +92,7 @@ class PortfolioPanel(Vertical):
         for sym, pos in sorted(incoming.items()):
             self._positions[sym] = pos
             pl = pos.unrealized_pl
-            pl_tone = tone(self, "success" if pl > 0 else "error" if pl < 0 else "")
+            pl_tone = sign_tone(self, pl)
             table.write_row(sym, {
                 "sym": (sym, ""),
                 "qty": (qty(pos.qty), ""),

@@ -36,3 +36,8 @@ def tone(node: DOMNode, name: str) -> str:
     if " " in value:
         value = _FALLBACK.get(name, "")
     return value
+
+
+def sign_tone(node: DOMNode, x: float) -> str:
+    """Success for a gain, error for a loss, none for zero."""
+    return tone(node, "success" if x > 0 else "error" if x < 0 else "")
