@@ -234,6 +234,10 @@ class TradingCalendar:
         """Build the schedule around ``at`` (default: now) ahead of time, e.g. in a thread."""
         self._ensure(_exchange_date(at or dt.datetime.now(UTC)))
 
+    def covers(self, day: dt.date) -> bool:
+        """Whether ``day`` can be looked up without building a schedule (pandas)."""
+        return self._covering(day) is not None
+
     @property
     def window(self) -> tuple[dt.date, dt.date] | None:
         """The cached ``(start, end)`` dates, or None before the first build."""

@@ -527,9 +527,7 @@ class AlpacaBroker:
     def _is_session_day(self, day: date) -> bool:
         if day.weekday() >= 5:
             return False
-        window = self._calendar.window  # use the NYSE schedule only when already built
-        margin = timedelta(days=10)  # TradingCalendar rebuilds closer to its window's edges
-        if window is not None and window[0] + margin <= day <= window[1] - margin:
+        if self._calendar.covers(day):  # the NYSE schedule only when already built
             return self._calendar.session_on(day) is not None
         return True
 
