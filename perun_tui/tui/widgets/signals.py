@@ -127,10 +127,16 @@ class SignalsPanel(Vertical):
             self._paint_pending(sid)
         if selected in self._pending:
             table.move_cursor(row=table.get_row_index(selected), animate=False)
-        self.decisions_table.reset(_DECISIONS_COMPACT if self._compact else _DECISIONS_FULL)
-        for sid in self._decisions:
-            self._paint_decision(sid)
+        self._rebuild_decisions()
         self._retitle()
+
+    def _rebuild_decisions(self) -> None:
+        self.decisions_table.reset(_DECISIONS_COMPACT if self._compact else _DECISIONS_FULL)
+        self._paint_decisions(self._outcome_room())
+
+    def _paint_decisions(self, room: int) -> None:
+        for sid in self._decisions:
+            self._paint_decision(sid, room)
 
     # ------------------------------------------------------------------ queries
 
@@ -182,9 +188,7 @@ class SignalsPanel(Vertical):
         merged.update(self._decisions)
         ordered = sorted(merged.values(), key=lambda s: s.updated_at or s.created_at)
         self._decisions = OrderedDict((s.id, s) for s in ordered[-KEEP_DECISIONS:])
-        self.decisions_table.reset(_DECISIONS_COMPACT if self._compact else _DECISIONS_FULL)
-        for sid in self._decisions:
-            self._paint_decision(sid)
+        self._rebuild_decisions()
         self.decisions_table.scroll_end(animate=False)
 
     def apply(self, event: SignalChanged) -> None:
@@ -268,14 +272,17 @@ class SignalsPanel(Vertical):
         }
         self.pending_table.write_row(sid, cells)
 
-    def _paint_decision(self, sid: str) -> None:
+    def _paint_decision(self, sid: str, room: int | None = None) -> None:
+        """``room``: the outcome's width (``_outcome_room()``), given when painting many."""
         signal = self._decisions[sid]
         text, tone_name = outcome(signal)
         at = signal.updated_at or signal.created_at
+        if room is None:
+            room = self._outcome_room()
         cells = {
             "time": (et_time(at), "dim"),
             "what": (_what(signal), ""),
-            "outcome": (fit(text, self._outcome_room()), tone(self, tone_name)),
+            "outcome": (fit(text, room), tone(self, tone_name)),
         }
         self.decisions_table.write_row(sid, cells)
 
@@ -294,5 +301,4 @@ class SignalsPanel(Vertical):
         room = self._outcome_room()
         if room != self._room:
             self._room = room
-            for sid in self._decisions:
-                self._paint_decision(sid)
+            self._paint_decisions(room)
