@@ -28,16 +28,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from perun_tui.llm.base import AnalysisContext, RecalledSignal, SymbolFeatures, SymbolLimits
+from perun_tui.market_hours import EXCHANGE_TZ
 
 CHARS_PER_TOKEN = 4
 MEMORY_PER_SYMBOL = 3
 TEMPLATE_NAMES = ("system.md", "context.md", "repair.md")
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-_MARKET_TZ = ZoneInfo("America/New_York")
 
 CONTEXT_PLACEHOLDERS: frozenset[str] = frozenset(
     {
@@ -189,7 +188,7 @@ def money(value: float) -> str:
 
 def _when(now: datetime) -> str:
     aware = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
-    return aware.astimezone(_MARKET_TZ).strftime("%Y-%m-%d %H:%M ET")
+    return aware.astimezone(EXCHANGE_TZ).strftime("%Y-%m-%d %H:%M ET")
 
 
 def universe(context: AnalysisContext) -> list[str]:

@@ -10,13 +10,12 @@ import math
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
-from zoneinfo import ZoneInfo
 
+from perun_tui.market_hours import EXCHANGE_TZ as NY
 from perun_tui.models import Bar
 
 __all__ = ["NY", "history_start", "in_session", "merge_bars", "timeframe_plan"]
 
-NY = ZoneInfo("America/New_York")
 _SESSION_OPEN = dtime(9, 30)
 _SESSION_MINUTES = 390
 _OPEN_MINUTE = 9 * 60 + 30
