@@ -94,10 +94,6 @@ class BrokerStats:
     def stream_resyncs(self) -> int:
         return self.stream.resyncs
 
-    @property
-    def stream_events(self) -> int:
-        return self.stream.events
-
 
 def _make_timeout_adapter(timeout: tuple[float, float]) -> Any:
     """A requests adapter that applies ``timeout`` when the caller gave none (the SDK never
