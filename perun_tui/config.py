@@ -78,12 +78,7 @@ class TradingSettings(_Section):
     @field_validator("symbols", mode="before")
     @classmethod
     def _split_symbols(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            text = v.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [s for s in re.split(r"[,\s]+", text) if s]
-        return v
+        return _split_list(v)
 
     @field_validator("symbols")
     @classmethod
@@ -562,12 +557,13 @@ _OPS = {
 }
 
 
+_EVENT_LIST = "a list of events (" + ", ".join(NOTIFY_EVENTS) + ")"
 _LIST_NAMES = {
     "symbols": "a list of tickers",
-    "webhook_events": "a list of events (" + ", ".join(NOTIFY_EVENTS) + ")",
-    "email_events": "a list of events (" + ", ".join(NOTIFY_EVENTS) + ")",
-    "bell_events": "a list of events (" + ", ".join(NOTIFY_EVENTS) + ")",
-    "toast_events": "a list of events (" + ", ".join(NOTIFY_EVENTS) + ")",
+    "webhook_events": _EVENT_LIST,
+    "email_events": _EVENT_LIST,
+    "bell_events": _EVENT_LIST,
+    "toast_events": _EVENT_LIST,
     "email_to": "a list of email addresses",
     "auto_apply_keys": "a list of settings keys (section.key)",
     "horizons": "a list of cycle counts",
