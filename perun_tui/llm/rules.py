@@ -195,7 +195,6 @@ class RulesAnalyst:
                 last_yield = time.perf_counter()
 
         signals: list[ProposedSignal] = []
-        dropped: list[str] = []
         ideas: list[DroppedIdea] = []
         holds = 0
         feats: list[SymbolFeatures] = []
@@ -218,7 +217,6 @@ class RulesAnalyst:
             blocked = self._blocked(idea.action, lim)
             if blocked:
                 holds += 1
-                dropped.append(f"{sym} {idea.action.value}: {blocked}")
                 ideas.append(DroppedIdea(symbol=sym, action=idea.action, reason=blocked,
                                          confidence=idea.confidence, rationale=idea.evidence))
                 await emit(f"- **{sym}** {verb} idea ({idea.confidence:.2f}) not proposed — "
@@ -228,7 +226,6 @@ class RulesAnalyst:
                 holds += 1
                 why = (f"confidence {idea.confidence:.2f} below min "
                        f"{context.min_confidence:.2f}")
-                dropped.append(f"{sym} {idea.action.value}: {why}")
                 ideas.append(DroppedIdea(symbol=sym, action=idea.action, reason=why,
                                          confidence=idea.confidence, rationale=idea.evidence))
                 await emit(f"- **{sym}** {verb} idea not proposed — {why}; {idea.evidence}")
@@ -261,7 +258,7 @@ class RulesAnalyst:
             prompt=NO_PROMPT,
             raw_reply=raw,
             reasoning="\n".join(lines) + "\n",
-            dropped=dropped,
+            dropped=[f"{i.symbol} {i.action.value}: {i.reason}" for i in ideas],
             dropped_ideas=ideas,
         )
 
