@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from perun_tui.brokers.base import (
@@ -68,15 +67,6 @@ RESOLVE_ATTEMPTS = 5
 POLL_AFTER_S = 5.0
 
 
-@dataclass
-class ExecutionStats:
-    submitted: int = 0
-    unknown_resolved: int = 0
-    retries: int = 0
-    rejected: int = 0
-    orders_by_cycle: dict[int, int] = field(default_factory=dict)
-
-
 class ExecutionService:
     def __init__(
         self,
@@ -98,7 +88,6 @@ class ExecutionService:
         self._sleep = sleep or asyncio.sleep
         self._lock = asyncio.Lock()  # one approval/submission at a time
         self.pending: dict[str, Signal] = {}
-        self.stats = ExecutionStats()
         self.mode = settings.trading.mode
         self.halted = False
         self.ready = False  # set after reconciliation: nothing is submitted before
@@ -338,7 +327,6 @@ class ExecutionService:
                 raise
             except BrokerRetryable as exc:
                 last_error = exc
-                self.stats.retries += 1
                 self._log(Level.WARNING, f"{request.symbol}: {exc.message}; retry {attempt}")
                 await self._sleep(min(exc.retry_after_s, 10.0))
                 continue
@@ -357,14 +345,12 @@ class ExecutionService:
                 if exc.status == 422 and "client_order_id" in exc.message:
                     # the order exists already (our earlier attempt got through)
                     return await self.resolve_unknown(signal, order, may_resubmit=False)
-                self.stats.rejected += 1
                 return await self._finish_failed(
                     signal, order, f"broker rejected: {exc.message}", OrderStatus.REJECTED
                 )
             except BrokerError as exc:
                 return await self._finish_failed(signal, order, exc.message, OrderStatus.FAILED)
             await self._apply_order(placed, signal=signal)
-            self.stats.submitted += 1
             return f"{signal.symbol}: submitted {request.client_order_id}"
         message = last_error.message if last_error else "could not submit"
         return await self._finish_failed(
@@ -419,7 +405,6 @@ class ExecutionService:
                     "not found at the broker: the order was never placed",
                     OrderStatus.FAILED,
                 )
-            self.stats.unknown_resolved += 1
             await self._apply_order(found, signal=signal)
             return f"{order.symbol}: resolved {order.client_order_id} → {found.status.value}"
         return f"{order.symbol}: outcome still unknown for {order.client_order_id}; will retry"
