@@ -18,7 +18,7 @@ import logging
 import secrets
 import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
 from perun_tui.brokers.base import Broker, BrokerError, BrokerRetryable
@@ -612,18 +612,10 @@ class OrchestrationDaemon:
     ) -> RiskInputs:
         """What the risk policy sees for ``symbol`` now. ``base``: the account-wide part
         (``_risk_base()``) when many symbols are sized at one moment."""
-        b = base if base is not None else self._risk_base()
-        return RiskInputs(
-            account=b.account,
-            positions=b.positions,
+        return replace(
+            base if base is not None else self._risk_base(),
             quote=quote if quote is not None else self._quotes.get(symbol),
-            now=b.now,
             last_trade_at=self._last_trade.get(symbol),
-            orders_this_cycle=b.orders_this_cycle,
-            open_position_count=b.open_position_count,
-            day_start_equity=b.day_start_equity,
-            universe=b.universe,
-            pending_buy_notional=b.pending_buy_notional,
         )
 
     def _risk_base(self) -> RiskInputs:
@@ -805,7 +797,6 @@ class OrchestrationDaemon:
     async def _evaluate(
         self, cycle: int, result: AnalysisResult, quotes: dict[str, Quote], report: CycleReport
     ) -> None:
-        universe = set(self.symbols)
         seen: set[tuple[str, Action]] = set()
         for proposal in result.signals:
             if proposal.action is Action.HOLD:
@@ -829,7 +820,7 @@ class OrchestrationDaemon:
                 stop_loss=proposal.stop_loss,
             )
             report.signals += 1
-            invalid = self.policy.validate(proposal, universe)
+            invalid = self.policy.validate(proposal, self._universe)
             if invalid is not None:
                 report.refused += 1
                 await self.execution.propose(signal, approved_by_risk=False, reason=invalid)
