@@ -59,13 +59,13 @@ from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, TypeVar, cast
-from zoneinfo import ZoneInfo
 
 import aiosqlite
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from perun_tui.brokers.sim_store import SimFillRow, SimOrderRow, SimSaved
 from perun_tui.llm.base import AnalysisResult, ProposedSignal, RecalledSignal, Usage
+from perun_tui.market_hours import EXCHANGE_TZ
 from perun_tui.models import (
     FINAL_ORDER_STATUSES,
     Account,
@@ -96,7 +96,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-EXCHANGE_TZ = ZoneInfo("America/New_York")
 SIM_STATE_KEY = "sim_state"
 WRITTEN_ROWS_KEPT = 512  # latest orders and signals written, answered without a round trip
 OPEN_ORDER_STATUSES = tuple(s.value for s in OrderStatus if s not in FINAL_ORDER_STATUSES)
