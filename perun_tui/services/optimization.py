@@ -333,13 +333,8 @@ class Optimizer:
                 )
             return None
         self.last_error = None
-        if self.settings.optimization.auto_apply:
-            applied = await self._auto_apply(report)
-            if applied:
-                report.changes = await load_changes(self.memory)
-                report.suggestions = suggestions(
-                    report, self.settings, dismissed=await load_dismissed(self.memory)
-                )
+        if self.settings.optimization.auto_apply and await self._auto_apply(report):
+            await self._refresh_suggestions(report)
         self.last_report = report
         return report
 
@@ -393,12 +388,17 @@ class Optimizer:
         )
         return change
 
+    async def _refresh_suggestions(self, report: PerformanceReport) -> None:
+        """After a change: the report's record of changes and its suggestions (under the
+        settings as they are now) read again."""
+        report.changes = await load_changes(self.memory)
+        report.suggestions = suggestions(
+            report, self.settings, dismissed=await load_dismissed(self.memory)
+        )
+
     async def _after_change(self, change: ParameterChange, text: str) -> None:
         if self.last_report is not None:
-            self.last_report.changes = await load_changes(self.memory)
-            self.last_report.suggestions = suggestions(
-                self.last_report, self.settings, dismissed=await load_dismissed(self.memory)
-            )
+            await self._refresh_suggestions(self.last_report)
         if self.notifications is not None:
             await self.notifications.notify("Parameter changed", text, Level.INFO, "change")
 
