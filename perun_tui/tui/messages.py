@@ -46,14 +46,6 @@ class BusBatch(Message, bubble=False):
         self.skipped_logs: Mapping[Level, int] = skipped_logs or {}
 
 
-class DaemonExited(Message):
-    """The daemon worker ended: cleanly (``error`` is None) or with an exception."""
-
-    def __init__(self, error: str | None) -> None:
-        super().__init__()
-        self.error = error
-
-
 @dataclass(frozen=True, slots=True)
 class ErrorRecord:
     """An error kept for the details modal (``e``): short message, and what to do."""

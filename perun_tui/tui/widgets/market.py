@@ -180,10 +180,3 @@ class MarketPanel(Vertical):
                 "vol": (f"{ratio:.1f}x" if ratio is not None else "–", vol_tone),
             }
         self.table.write_row(sym, cells)
-
-    def last_price(self, sym: str) -> float | None:
-        state = self._state.get(sym)
-        return state.last if state is not None else None
-
-    def state(self, sym: str) -> SymbolState | None:
-        return self._state.get(sym)

@@ -52,7 +52,6 @@ class StatusBar(Horizontal):
         self._halt_reason = ""
         self._next_cycle: datetime | None = None
         self._market: MarketClock | None = None
-        self._analyst: AnalystStatus | None = None
         self._stopping = False
         self._compact = False
         self._texts: dict[str, str] = {}
@@ -108,7 +107,6 @@ class StatusBar(Horizontal):
         self.tick()
 
     def set_analyst(self, event: AnalystStatus) -> None:
-        self._analyst = event
         label = self._set("analyst", analyst_text(event))
         label.set_class(not event.available, "-fallback")
         label.tooltip = event.detail or None
