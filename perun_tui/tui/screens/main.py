@@ -69,6 +69,7 @@ DETAILS_TIMEOUT_S = 10.0
 ERROR_DEDUP_S = 2.0
 _BAD_OUTCOME = ("expired", "refused", "failed", "rejected", "error", "not ", "unknown", "halted")
 _RUNNING = frozenset({DaemonState.WAITING, DaemonState.CYCLING})
+_STARTING = frozenset({DaemonState.STARTING, DaemonState.RECONCILING})
 _DECIDED = (
     SignalStatus.APPROVED, SignalStatus.REJECTED, SignalStatus.EXPIRED, SignalStatus.REFUSED,
     SignalStatus.SUBMITTED, SignalStatus.FILLED, SignalStatus.PARTIALLY_FILLED,
@@ -292,15 +293,13 @@ class MainScreen(Screen[None]):
         elif isinstance(event, SignalChanged):
             self.signals.apply(event)
         elif isinstance(event, DaemonStateChanged):
-            starting = self.status.state in (DaemonState.STARTING, DaemonState.RECONCILING)
+            starting = self.status.state in _STARTING
             reason = event.reason
             if event.state is DaemonState.HALTED and not reason:
                 # merged away on the bus (a newer "halted" without one): ask the daemon
-                reason = getattr(self.daemon, "halt_reason", None) or ""
+                reason = self._daemon_halt_reason()
             self.status.set_state(event.state, reason)
-            if starting and self.daemon is not None and event.state not in (
-                DaemonState.STARTING, DaemonState.RECONCILING
-            ):
+            if starting and self.daemon is not None and event.state not in _STARTING:
                 # pending signals restored from the database during start-up are not
                 # published one by one: take them from the daemon once it is up
                 self.signals.seed(self.daemon.pending_signals())
@@ -648,11 +647,12 @@ class MainScreen(Screen[None]):
         if daemon is not None:
             state = daemon.state
             if state is not self.status.state:
-                reason = getattr(daemon, "halt_reason", None) or ""
-                self.status.set_state(
-                    state, reason if state is DaemonState.HALTED else ""
-                )
+                halted = state is DaemonState.HALTED
+                self.status.set_state(state, self._daemon_halt_reason() if halted else "")
         self._update_keys()
+
+    def _daemon_halt_reason(self) -> str:
+        return getattr(self.daemon, "halt_reason", None) or ""
 
     def action_halt(self) -> None:
         cancel = self.settings.risk.cancel_on_halt
