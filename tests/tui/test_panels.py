@@ -171,7 +171,10 @@ async def test_reasoning_streams_into_one_widget_and_renders_markdown_when_done(
 async def test_a_halt_whose_reason_was_coalesced_away_reads_it_from_the_daemon() -> None:
     app, daemon = demo_app()
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.main.bridge is not None)
+        # the demo is up (its own WAITING routed), and halted like a real daemon would be:
+        # otherwise the screen's clock tick reads its state back and races the events
+        await until(pilot, lambda: app.main.status.state is DaemonState.WAITING)
+        daemon._state = DaemonState.HALTED
         daemon.halt_reason = "kill switch (k) pressed"
         daemon.bus.publish(DaemonStateChanged(DaemonState.HALTED, "kill switch (k) pressed"))
         daemon.bus.publish(DaemonStateChanged(DaemonState.HALTED))
